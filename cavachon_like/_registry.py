@@ -1,0 +1,56 @@
+"""Name -> class registries, so YAML files can name built-in and user classes alike."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class Registry:
+    """A mapping from short names to classes of one kind.
+
+    Base classes own one registry each and register every subclass that sets a
+    ``name`` class attribute (see :func:`register_subclass`). A user's module is
+    therefore available from YAML as soon as it is imported, e.g. through the
+    config's ``plugins`` list, without touching the core.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str, cls: type) -> type:
+        key = name.lower()
+        existing = self._classes.get(key)
+        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(
+                f"{self.kind} name {name!r} is already taken by {existing.__module__}.{existing.__qualname__}; "
+                f"choose another `name` for {cls.__module__}.{cls.__qualname__}."
+            )
+        self._classes[key] = cls
+        return cls
+
+    def get(self, name: str | type) -> type:
+        if isinstance(name, type):
+            return name
+        try:
+            return self._classes[str(name).lower()]
+        except KeyError:
+            raise KeyError(
+                f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}. A custom {self.kind} "
+                f"registers itself by subclassing and setting `name`; list its module under `plugins` in YAML."
+            ) from None
+
+    def create(self, name: str | type, **kwargs: Any) -> Any:
+        return self.get(name)(**kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._classes
+
+
+def register_subclass(registry: Registry, cls: type) -> None:
+    """Register ``cls`` under ``cls.name`` when the class itself defines ``name``."""
+    name = cls.__dict__.get("name")
+    if isinstance(name, str) and name:
+        registry.register(name, cls)
