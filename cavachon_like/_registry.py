@@ -7,8 +7,9 @@ from typing import Any
 class Registry:
     """A mapping from short names to classes of one kind.
 
-    Base classes own one registry each and register every subclass that sets a
-    ``name`` class attribute (see :func:`register_subclass`). A user's module is
+    Base classes own one registry each and register every subclass that sets an
+    ``alias`` class attribute (see :func:`register_subclass`); ``alias`` rather than
+    ``name`` because Keras layers already use ``name`` per instance. A user's module is
     therefore available from YAML as soon as it is imported, e.g. through the
     config's ``plugins`` list, without touching the core.
     """
@@ -23,7 +24,7 @@ class Registry:
         if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
             raise ValueError(
                 f"{self.kind} name {name!r} is already taken by {existing.__module__}.{existing.__qualname__}; "
-                f"choose another `name` for {cls.__module__}.{cls.__qualname__}."
+                f"choose another `alias` for {cls.__module__}.{cls.__qualname__}."
             )
         self._classes[key] = cls
         return cls
@@ -36,7 +37,7 @@ class Registry:
         except KeyError:
             raise KeyError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}. A custom {self.kind} "
-                f"registers itself by subclassing and setting `name`; list its module under `plugins` in YAML."
+                f"registers itself by subclassing and setting `alias`; list its module under `plugins` in YAML."
             ) from None
 
     def create(self, name: str | type, **kwargs: Any) -> Any:
@@ -50,7 +51,7 @@ class Registry:
 
 
 def register_subclass(registry: Registry, cls: type) -> None:
-    """Register ``cls`` under ``cls.name`` when the class itself defines ``name``."""
-    name = cls.__dict__.get("name")
-    if isinstance(name, str) and name:
-        registry.register(name, cls)
+    """Register ``cls`` under ``cls.alias`` when the class itself defines ``alias``."""
+    alias = cls.__dict__.get("alias")
+    if isinstance(alias, str) and alias:
+        registry.register(alias, cls)
