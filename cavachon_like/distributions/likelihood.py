@@ -1,0 +1,148 @@
+"""Base class of the data distributions ``Dist(rho_m)`` of Eq. 1."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from .._registry import Registry, register_subclass
+
+tfd = tfp.distributions
+
+LIKELIHOODS = Registry("likelihood")
+
+#: Smallest library size used in logs, so that a cell without counts gives finite
+#: (near-zero) rates instead of ``log(0)``.
+MIN_LIBRARY_SIZE = 1e-8
+
+
+class Likelihood:
+    """A data distribution of one modality, parameterised by the decoder.
+
+    A likelihood is stateless: the decoder emits one unconstrained ``(B, F)`` head per
+    name in :attr:`parameters`, :meth:`constrain` maps those heads to valid parameter
+    values and the remaining methods evaluate the distribution they define. Keeping it
+    out of the Keras layers means layers return plain tensors and distributions are
+    only built in loss code.
+
+    Subclasses set the class attributes below; a subclass that defines ``alias``
+    registers itself in :data:`LIKELIHOODS`, so YAML can name it.
+
+    Attributes
+    ----------
+    alias
+        Registry name of the likelihood.
+    parameters
+        Names of the decoder heads (unconstrained inputs of :meth:`constrain`).
+    input_transform
+        How the preprocessor turns this modality into encoder input:
+        ``"log1p_normalize"``, ``"binarize"`` or ``"identity"``.
+    uses_library_size
+        Whether :meth:`constrain` scales the mean by the observed library size.
+    """
+
+    alias: ClassVar[str]
+    parameters: ClassVar[tuple[str, ...]]
+    input_transform: ClassVar[str] = "identity"
+    uses_library_size: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_subclass(LIKELIHOODS, cls)
+
+    def constrain(self, raw: dict[str, tf.Tensor], library_size: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Map unconstrained decoder outputs to valid parameter values.
+
+        Parameters
+        ----------
+        raw
+            One ``(B, F)`` tensor per name in :attr:`parameters`.
+        library_size
+            Total counts per cell, ``(B,)`` or ``(B, 1)``; required when
+            :attr:`uses_library_size` is true and ignored otherwise.
+
+        Returns
+        -------
+        dict[str, tf.Tensor]
+            The float32 parameters that :meth:`distribution`, :meth:`log_prob` and
+            :meth:`mean` take.
+        """
+        raise NotImplementedError
+
+    def distribution(self, params: dict[str, tf.Tensor]) -> tfd.Distribution:
+        """The distribution over a cell's features.
+
+        Returns
+        -------
+        tfd.Distribution
+            Batch shape ``(B,)`` and event shape ``(F,)`` (features are independent).
+        """
+        raise NotImplementedError
+
+    def target(self, x: tf.Tensor) -> tf.Tensor:
+        """The value the distribution models, given the raw data ``x``."""
+        return tf.cast(x, tf.float32)
+
+    def log_prob(self, x: tf.Tensor, params: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Log-likelihood of the raw data ``x`` ``(B, F)``, summed over features, ``(B,)``."""
+        return self.distribution(params).log_prob(self.target(x))
+
+    def mean(self, params: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Expected value of :meth:`target` under the distribution, ``(B, F)``."""
+        return self.distribution(params).mean()
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments, for :meth:`from_config`."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Likelihood:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def float32_heads(raw: dict[str, tf.Tensor], names: tuple[str, ...]) -> list[tf.Tensor]:
+    """The named heads as float32, since decoders may compute in float16 under mixed precision."""
+    missing = [name for name in names if name not in raw]
+    if missing:
+        raise KeyError(f"missing decoder outputs {missing}; got {sorted(raw)}.")
+    return [tf.cast(raw[name], tf.float32) for name in names]
+
+
+def log_library_size(library_size: tf.Tensor | None) -> tf.Tensor:
+    """``log(library_size)`` as a ``(B, 1)`` float32 column that broadcasts over features."""
+    if library_size is None:
+        raise ValueError("this likelihood scales its mean by the library size; pass `library_size`.")
+    library_size = tf.reshape(tf.cast(library_size, tf.float32), (-1, 1))
+    return tf.math.log(tf.maximum(library_size, MIN_LIBRARY_SIZE))
+
+
+def serialize_likelihood(likelihood: Likelihood) -> dict[str, Any]:
+    """``{"class_name": alias, "config": ...}``, the inverse of :func:`get_likelihood`."""
+    alias = type(likelihood).__dict__.get("alias")
+    if not alias:
+        raise ValueError(f"{type(likelihood).__qualname__} defines no `alias` of its own, so it cannot be named.")
+    return {"class_name": alias, "config": likelihood.get_config()}
+
+
+def get_likelihood(identifier: str | dict[str, Any] | type[Likelihood] | Likelihood) -> Likelihood:
+    """Resolve a likelihood from an instance, a class, a registered name or a serialized dict.
+
+    Parameters
+    ----------
+    identifier
+        A :class:`Likelihood`, a subclass of it, a name in :data:`LIKELIHOODS` (e.g.
+        ``"zinb"``) or ``{"class_name": name, "config": {...}}`` as written by
+        :func:`serialize_likelihood`.
+    """
+    if isinstance(identifier, Likelihood):
+        return identifier
+    if isinstance(identifier, dict):
+        return LIKELIHOODS.get(identifier["class_name"]).from_config(identifier.get("config", {}))
+    if isinstance(identifier, type) and not issubclass(identifier, Likelihood):
+        raise TypeError(f"{identifier.__qualname__} is not a Likelihood.")
+    return LIKELIHOODS.create(identifier)

@@ -1,0 +1,117 @@
+"""Learnable mixture of diagonal Gaussians with VaDE clustering (Eq. 1, Appendix B)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from .prior import PRIORS, Prior, diagonal_gaussian_kl, diagonal_gaussian_log_prob
+
+#: Floor of the component variances, so that a component cannot collapse onto a point.
+MIN_COMPONENT_VARIANCE = 1e-4
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class MixtureGaussianPrior(Prior):
+    """``c ~ Categorical(pi)``, ``z | c ~ N(mu_c, diag(var_c))`` with learnable ``pi, mu, var``.
+
+    :meth:`kl_divergence` returns the latent terms of Eq. S4 with the VaDE choice of
+    ``q(c|x)`` (Eq. S5), ``gamma = p(c|z)`` at the posterior sample ``z``::
+
+        KL = sum_c gamma_c KL(N(mean, var) || N(mu_c, var_c))
+             + sum_c gamma_c (log gamma_c - log pi_c)
+
+    Gradients flow through ``gamma`` as in VaDE. Everything is computed from
+    ``log_softmax``/``logsumexp`` so that far-away components give ``gamma_c = 0``
+    without ``0 * log 0``.
+
+    The weights are built at construction (their shapes only depend on
+    ``latent_dim`` and ``n_clusters``), so the methods work before any call.
+
+    Parameters
+    ----------
+    latent_dim
+        Dimension ``d`` of ``z``.
+    n_clusters
+        Number of components ``K``; defaults to ``2 * latent_dim + 1``, the
+        identifiability bound the paper uses.
+    seed
+        Seed of the random normal initialisation of the component means.
+    """
+
+    alias = "mixture_gaussian"
+
+    def __init__(self, latent_dim: int, n_clusters: int | None = None, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(latent_dim, **kwargs)
+        self._n_clusters = int(n_clusters) if n_clusters is not None else 2 * self.latent_dim + 1
+        self.seed = seed
+        self.build()
+
+    @property
+    def n_clusters(self) -> int:
+        return self._n_clusters
+
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
+        if input_shape is not None and input_shape[-1] not in (None, self.latent_dim):
+            raise ValueError(f"{self.name} has latent_dim {self.latent_dim} but got inputs of shape {input_shape}.")
+        if self.built:
+            return
+        shape = (self._n_clusters, self.latent_dim)
+        # Weights stay float32 and are never autocast: see the Prior docstring.
+        self.mixture_logits = self.add_weight(
+            shape=(self._n_clusters,), initializer="zeros", dtype="float32", autocast=False, name="mixture_logits"
+        )
+        self.means = self.add_weight(
+            shape=shape,
+            initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
+            dtype="float32",
+            autocast=False,
+            name="means",
+        )
+        # softplus(raw) + floor = 1 at initialisation.
+        unit_variance = math.log(math.expm1(1.0 - MIN_COMPONENT_VARIANCE))
+        self.raw_variances = self.add_weight(
+            shape=shape,
+            initializer=keras.initializers.Constant(unit_variance),
+            dtype="float32",
+            autocast=False,
+            name="raw_variances",
+        )
+
+    @property
+    def mixture_weights(self) -> tf.Tensor:
+        """``pi``, ``(K,)``."""
+        return tf.nn.softmax(self.mixture_logits)
+
+    @property
+    def variances(self) -> tf.Tensor:
+        """``var_c``, ``(K, d)``."""
+        return tf.nn.softplus(self.raw_variances) + MIN_COMPONENT_VARIANCE
+
+    def _log_joint(self, z: tf.Tensor) -> tf.Tensor:
+        """``log pi_c + log N(z | mu_c, var_c)``, ``(B, K)``."""
+        log_pi = tf.nn.log_softmax(self.mixture_logits)
+        return log_pi + diagonal_gaussian_log_prob(z[:, None, :], self.means, self.variances)
+
+    def kl_divergence(self, mean: tf.Tensor, var: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        mean, var, z = self._posterior(mean, var, z)
+        log_gamma = tf.nn.log_softmax(self._log_joint(z), axis=-1)
+        gamma = tf.exp(log_gamma)
+        kl_z = diagonal_gaussian_kl(mean[:, None, :], var[:, None, :], self.means, self.variances)
+        kl_c = log_gamma - tf.nn.log_softmax(self.mixture_logits)
+        return tf.reduce_sum(gamma * (kl_z + kl_c), axis=-1), gamma
+
+    def log_prob(self, z: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_logsumexp(self._log_joint(tf.cast(z, tf.float32)), axis=-1)
+
+    def cluster_probabilities(self, z: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(self._log_joint(tf.cast(z, tf.float32)), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_clusters": self._n_clusters, "seed": self.seed}
+
+
+PRIORS.register("vade", MixtureGaussianPrior)

@@ -1,0 +1,190 @@
+"""Priors: KL terms against Monte Carlo, clustering against numpy, serialization and gradients."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import special
+
+from cavachon_like.distributions import PRIORS, MixtureGaussianPrior, Prior, StandardNormalPrior
+
+D, K = 3, 4
+N_SAMPLES = 200_000
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def prior(rng) -> MixtureGaussianPrior:
+    """A mixture whose weights are all away from their initial values."""
+    layer = MixtureGaussianPrior(D, n_clusters=K, seed=0)
+    layer.set_weights([rng.normal(size=K), 1.5 * rng.normal(size=(K, D)), rng.normal(size=(K, D))])
+    return layer
+
+
+def _posterior(rng: np.random.Generator, n: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = rng.normal(size=(n, D)).astype(np.float32)
+    var = rng.uniform(0.2, 2.0, size=(n, D)).astype(np.float32)
+    z = (mean + np.sqrt(var) * rng.normal(size=(n, D))).astype(np.float32)
+    return mean, var, z
+
+
+def _log_normal(z: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return -0.5 * np.sum(np.log(2 * np.pi * var) + (z - mean) ** 2 / var, axis=-1)
+
+
+def _mixture_numpy(prior: MixtureGaussianPrior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``log pi``, ``mu`` and ``var`` in float64."""
+    return (
+        np.log(np.asarray(prior.mixture_weights, np.float64)),
+        np.asarray(prior.means, np.float64),
+        np.asarray(prior.variances, np.float64),
+    )
+
+
+def _log_joint_numpy(prior: MixtureGaussianPrior, z: np.ndarray) -> np.ndarray:
+    log_pi, mu, var = _mixture_numpy(prior)
+    return log_pi + _log_normal(z.astype(np.float64)[:, None, :], mu, var)
+
+
+def test_default_number_of_clusters_and_initial_weights():
+    prior = MixtureGaussianPrior(5, seed=0)
+    assert prior.n_clusters == 11
+    assert prior.means.shape == (11, 5)
+    np.testing.assert_allclose(prior.mixture_weights, np.full(11, 1 / 11), rtol=1e-6)
+    np.testing.assert_allclose(prior.variances, np.ones((11, 5)), rtol=1e-6)
+    assert np.std(prior.means) > 0.3
+    assert MixtureGaussianPrior(2, n_clusters=7).n_clusters == 7
+
+
+def test_seed_makes_initial_means_reproducible():
+    np.testing.assert_array_equal(MixtureGaussianPrior(4, seed=3).means, MixtureGaussianPrior(4, seed=3).means)
+    assert not np.allclose(MixtureGaussianPrior(4, seed=3).means, MixtureGaussianPrior(4, seed=4).means)
+
+
+def test_mixture_kl_matches_monte_carlo(prior, rng):
+    mean, var, z = _posterior(rng)
+    kl, gamma = prior.kl_divergence(mean, var, z)
+    assert kl.shape == (3,) and gamma.shape == (3, K)
+    log_pi, mu, mu_var = _mixture_numpy(prior)
+    np.testing.assert_allclose(gamma, special.softmax(_log_joint_numpy(prior, z), axis=-1), rtol=1e-5, atol=1e-7)
+
+    for i in range(len(mean)):
+        # E_{q(z) q(c)} [log q(z) + log q(c) - log p(z|c) - log p(c)] with q(c) = gamma fixed.
+        m, v, g = mean[i].astype(np.float64), var[i].astype(np.float64), np.asarray(gamma[i], np.float64)
+        z_samples = m + np.sqrt(v) * rng.normal(size=(N_SAMPLES, D))
+        c = rng.choice(K, size=N_SAMPLES, p=g / g.sum())
+        terms = _log_normal(z_samples, m, v) + np.log(g[c]) - _log_normal(z_samples, mu[c], mu_var[c]) - log_pi[c]
+        standard_error = terms.std() / np.sqrt(N_SAMPLES)
+        assert abs(float(kl[i]) - terms.mean()) < 4 * standard_error + 1e-4
+
+
+def test_standard_normal_kl_matches_monte_carlo(rng):
+    prior = StandardNormalPrior(D)
+    mean, var, z = _posterior(rng)
+    kl, responsibilities = prior.kl_divergence(mean, var, z)
+    assert responsibilities is None and kl.shape == (3,)
+    for i in range(len(mean)):
+        m, v = mean[i].astype(np.float64), var[i].astype(np.float64)
+        z_samples = m + np.sqrt(v) * rng.normal(size=(N_SAMPLES, D))
+        terms = _log_normal(z_samples, m, v) - _log_normal(z_samples, 0.0, 1.0)
+        assert abs(float(kl[i]) - terms.mean()) < 4 * terms.std() / np.sqrt(N_SAMPLES) + 1e-4
+    np.testing.assert_allclose(prior.log_prob(z), _log_normal(z.astype(np.float64), 0.0, 1.0), rtol=1e-5)
+
+
+def test_cluster_probabilities_and_log_prob_match_numpy(prior, rng):
+    z = 2.0 * rng.normal(size=(16, D)).astype(np.float32)
+    probabilities = prior.cluster_probabilities(z)
+    np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-6)
+    log_joint = _log_joint_numpy(prior, z)
+    np.testing.assert_allclose(probabilities, special.softmax(log_joint, axis=-1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(prior.log_prob(z), special.logsumexp(log_joint, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(prior(z), prior.log_prob(z))
+
+
+def test_standard_normal_has_no_clusters():
+    prior = StandardNormalPrior(D)
+    assert prior.n_clusters == 0 and not prior.weights
+    with pytest.raises(TypeError, match="not a mixture prior"):
+        prior.cluster_probabilities(tf.zeros((2, D)))
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("mixture_gaussian", MixtureGaussianPrior),
+        ("VaDE", MixtureGaussianPrior),
+        ("normal", StandardNormalPrior),
+        ("standard_normal", StandardNormalPrior),
+    ],
+)
+def test_registry_lookup_by_alias(name, cls):
+    assert type(PRIORS.create(name, latent_dim=2)) is cls
+
+
+def test_user_subclass_registers_itself():
+    class ShiftedNormalPrior(StandardNormalPrior):
+        alias = "test_shifted_normal"
+
+    assert PRIORS.get("test_shifted_normal") is ShiftedNormalPrior
+    assert PRIORS.get("normal") is StandardNormalPrior
+    with pytest.raises(KeyError, match="known: mixture_gaussian"):
+        PRIORS.get("flow")
+
+
+@pytest.mark.parametrize("cls", [MixtureGaussianPrior, StandardNormalPrior])
+def test_serialization_round_trip(cls, rng):
+    original = cls(D, name="prior_z")
+    if original.weights:
+        original.set_weights([w + rng.normal(size=w.shape) for w in original.get_weights()])
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(original))
+    assert type(restored) is cls and restored.get_config() == original.get_config()
+    assert [w.shape for w in restored.weights] == [w.shape for w in original.weights]
+    restored.set_weights(original.get_weights())
+    mean, var, z = _posterior(rng)
+    for a, b in zip(original.kl_divergence(mean, var, z), restored.kl_divergence(mean, var, z)):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b)
+
+
+def test_explicit_build_checks_latent_dim():
+    prior = MixtureGaussianPrior(D)
+    prior.build((None, D))
+    assert len(prior.weights) == 3
+    with pytest.raises(ValueError, match="latent_dim"):
+        prior.build((None, D + 1))
+
+
+def test_float16_inputs_and_mixed_precision_policy_compute_in_float32(rng):
+    prior = MixtureGaussianPrior(D, dtype="mixed_float16")
+    assert all(w.dtype == "float32" for w in prior.weights)
+    mean, var, z = (tf.constant(a, tf.float16) for a in _posterior(rng))
+    kl, gamma = prior.kl_divergence(mean, var, z)
+    assert kl.dtype == tf.float32 and gamma.dtype == tf.float32
+    assert prior(z).dtype == tf.float32
+
+
+@pytest.mark.parametrize("cls", [MixtureGaussianPrior, StandardNormalPrior])
+def test_gradients_are_finite_for_extreme_inputs(cls):
+    prior = cls(D, seed=0) if cls is MixtureGaussianPrior else cls(D)
+    mean = tf.Variable([[1e3] * D, [-1e3] * D, [0.0] * D, [0.0] * D])
+    var = tf.Variable([[1e-8] * D, [1e4] * D, [1e-30] * D, [1.0] * D])
+    z = tf.Variable([[1e3] * D, [-1e3] * D, [0.0] * D, [50.0] * D])
+    with tf.GradientTape() as tape:
+        kl, _ = prior.kl_divergence(mean, var, z)
+        loss = tf.reduce_sum(kl) - tf.reduce_sum(prior.log_prob(z))
+    variables = [mean, var, z, *prior.trainable_weights]
+    assert np.all(np.isfinite(kl))
+    assert all(np.all(np.isfinite(g)) for g in tape.gradient(loss, variables))
+
+
+def test_base_prior_is_abstract():
+    assert "prior" not in PRIORS
+    with pytest.raises(NotImplementedError):
+        Prior(D).kl_divergence(tf.zeros((1, D)), tf.ones((1, D)), tf.zeros((1, D)))
