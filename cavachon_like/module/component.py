@@ -1,0 +1,184 @@
+"""A component: one latent variable z with the modules around it (paper Fig. S2)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ..distributions import PRIORS, get_likelihood
+from ..nn import DECODERS, ENCODERS, HIERARCHICAL_ENCODERS, PREPROCESSORS, library_size
+from .spec import build_from_spec
+
+DEFAULT_LATENT_DIM = 20
+
+
+def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class Component(keras.layers.Layer):
+    """One latent variable and its modules: preprocessors, encoder, hierarchical
+    encoder, prior, and one decoder per modality.
+
+    A component may hold several modalities, which then share one latent space
+    (a joint component, paper Fig. 1a). Its parents' latents enter through the
+    hierarchical encoder (Eq. 2): their ``z_hat`` (default, i.e. conditioning on all
+    ancestors) or their ``z`` (``conditioned_on="z"``, Appendix C).
+
+    Parameters
+    ----------
+    modalities
+        ``{modality: {"likelihood": alias or config, "n_features": int, "n_batch": int}}``.
+    latent_dim
+        Dimension of z (20 in the paper).
+    parents
+        Names of parent components, in the order their latents are concatenated.
+    parent_dims
+        Latent dimension of each parent.
+    conditioned_on
+        ``"z_hat"`` or ``"z"``: which latent of the parents this component uses.
+    prior
+        Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
+    encoder, decoder, hierarchical_encoder, preprocessor
+        Module specs: an alias or ``{"class": alias, **kwargs}``. The decoder spec
+        applies to every modality of the component.
+    seed
+        Seed of the reparameterisation noise.
+    """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, Mapping[str, Any]],
+        latent_dim: int = DEFAULT_LATENT_DIM,
+        parents: Sequence[str] = (),
+        parent_dims: Sequence[int] = (),
+        conditioned_on: str = "z_hat",
+        prior: str | dict | None = None,
+        encoder: str | dict | None = None,
+        decoder: str | dict | None = None,
+        hierarchical_encoder: str | dict | None = None,
+        preprocessor: str | dict | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if conditioned_on not in ("z_hat", "z"):
+            raise ValueError(f"component {self.name!r}: conditioned_on must be 'z_hat' or 'z', got {conditioned_on!r}.")
+        if len(parents) != len(parent_dims):
+            raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
+        self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
+        self.latent_dim = int(latent_dim)
+        self.parents = list(parents)
+        self.parent_dims = [int(d) for d in parent_dims]
+        self.conditioned_on = conditioned_on
+        self.specs = {
+            "prior": prior,
+            "encoder": encoder,
+            "decoder": decoder,
+            "hierarchical_encoder": hierarchical_encoder,
+            "preprocessor": preprocessor,
+        }
+        self.seed = seed
+        self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
+        self.preprocessors = {
+            m: build_from_spec(
+                PREPROCESSORS, preprocessor, "default", transform=lik.input_transform, name=f"preprocessor_{m}"
+            )
+            for m, lik in self.likelihoods.items()
+        }
+        self.encoder = build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name="encoder")
+        self.hierarchical_encoder = build_from_spec(
+            HIERARCHICAL_ENCODERS, hierarchical_encoder, "linear", latent_dim=self.latent_dim, name="hierarchical_encoder"
+        )
+        self.prior = build_from_spec(PRIORS, prior, "mixture_gaussian", latent_dim=self.latent_dim, name="prior")
+        self.decoders = {
+            m: build_from_spec(
+                DECODERS,
+                decoder,
+                "mlp",
+                n_features=spec["n_features"],
+                parameters=self.likelihoods[m].parameters,
+                name=f"decoder_{m}",
+            )
+            for m, spec in self.modality_specs.items()
+        }
+        self.noise = keras.random.SeedGenerator(seed)
+        self.build()
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.modality_specs)
+
+    def build(self, input_shape: Any = None) -> None:
+        x_shapes = [(None, s["n_features"]) for s in self.modality_specs.values()]
+        all_batch = (None, sum(int(s["n_batch"]) for s in self.modality_specs.values()))
+        self.encoder.build(x_shapes, all_batch)
+        self.hierarchical_encoder.build(self.parent_dims)
+        self.prior.build((None, self.latent_dim))
+        for m, decoder in self.decoders.items():
+            decoder.build((None, self.latent_dim), (None, int(self.modality_specs[m]["n_batch"])))
+        self.built = True
+
+    def call(
+        self,
+        x: Mapping[str, tf.Tensor | tf.SparseTensor],
+        batch: Mapping[str, tf.Tensor],
+        parents: Sequence[tf.Tensor] = (),
+        sample: bool = False,
+    ) -> dict[str, Any]:
+        """Encode, sample (when ``sample``), incorporate parents and decode.
+
+        Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)),
+        ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
+        """
+        mods = self.modalities
+        encoded = [self.preprocessors[m](x[m]) for m in mods]
+        all_batch = tf.concat([batch[m] for m in mods], axis=-1)
+        z_mean, z_var = self.encoder(encoded, all_batch)
+        if sample:
+            z = z_mean + tf.sqrt(z_var) * keras.random.normal(tf.shape(z_mean), seed=self.noise)
+        else:
+            z = z_mean
+        z_hat = self.hierarchical_encoder(z, parents)
+        return {
+            "z_mean": z_mean,
+            "z_var": z_var,
+            "z": z,
+            "z_hat": z_hat,
+            "raw": {m: self.decoders[m](z_hat, batch[m]) for m in mods},
+            "library_size": {m: library_size(x[m]) for m in mods},
+        }
+
+    def parameters_of(self, outputs: Mapping[str, Any]) -> dict[str, dict[str, tf.Tensor]]:
+        """Constrained likelihood parameters for each modality."""
+        return {
+            m: self.likelihoods[m].constrain(outputs["raw"][m], outputs["library_size"][m]) for m in self.modalities
+        }
+
+    def loss_terms(self, x: Mapping[str, tf.Tensor | tf.SparseTensor], outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Per-cell negative ELBO terms: ``{"kl": (B,), "nll": {modality: (B,)}}``.
+
+        ``kl`` is E_q(c|x)[KL(q(z|x) || p(z|c))] + KL(q(c|x) || p(c)) with the
+        optimal q(c|x) of Eq. S5 for the mixture prior (Appendix A, B). Counts are
+        densified here, one batch at a time, because every entry (zeros included)
+        enters the likelihood.
+        """
+        params = self.parameters_of(outputs)
+        kl, _ = self.prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
+        nll = {m: -self.likelihoods[m].log_prob(_dense(x[m]), params[m]) for m in self.modalities}
+        return {"kl": kl, "nll": nll}
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "modalities": self.modality_specs,
+            "latent_dim": self.latent_dim,
+            "parents": self.parents,
+            "parent_dims": self.parent_dims,
+            "conditioned_on": self.conditioned_on,
+            **self.specs,
+            "seed": self.seed,
+        }

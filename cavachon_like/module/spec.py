@@ -1,0 +1,31 @@
+"""Turning YAML/dict module specs (``{"class": alias, **kwargs}``) into objects."""
+from __future__ import annotations
+
+from typing import Any
+
+from .._registry import Registry
+
+
+def split_spec(spec: str | dict | None, default: str) -> tuple[str, dict[str, Any]]:
+    """Return ``(alias, kwargs)`` from ``None``, an alias, or a dict with a ``class`` key."""
+    if spec is None:
+        return default, {}
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, dict):
+        kwargs = dict(spec)
+        return str(kwargs.pop("class", default)), kwargs
+    raise TypeError(f"a module spec is an alias string or a dict with a 'class' key, got {type(spec).__name__}.")
+
+
+def build_from_spec(registry: Registry, spec: str | dict | None, default: str, **kwargs: Any) -> Any:
+    """Instantiate ``spec`` from ``registry``; ``kwargs`` are the values the component owns."""
+    alias, user_kwargs = split_spec(spec, default)
+    clash = sorted(set(user_kwargs) & set(kwargs))
+    if clash:
+        raise ValueError(f"{registry.kind} spec sets {clash}, which the component sets itself; remove them.")
+    cls = registry.get(alias)
+    try:
+        return cls(**user_kwargs, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"cannot build {registry.kind} {alias!r} from {user_kwargs}: {error}") from None

@@ -1,0 +1,19 @@
+"""Neural-network building blocks (Keras layers): preprocessors, encoders, decoders."""
+from .decoder import DECODERS, Decoder
+from .encoder import ENCODERS, Encoder
+from .hierarchical_encoder import HIERARCHICAL_ENCODERS, HierarchicalEncoder
+from .mlp import MLP
+from .preprocessor import PREPROCESSORS, Preprocessor, library_size
+
+__all__ = [
+    "DECODERS",
+    "Decoder",
+    "ENCODERS",
+    "Encoder",
+    "HIERARCHICAL_ENCODERS",
+    "HierarchicalEncoder",
+    "MLP",
+    "PREPROCESSORS",
+    "Preprocessor",
+    "library_size",
+]

@@ -1,0 +1,78 @@
+"""Decoder f^(d): [z_hat; b] -> unconstrained parameters of a modality's likelihood."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from .._registry import Registry, register_subclass
+from .mlp import MLP
+
+DECODERS = Registry("decoder")
+
+#: Table S1 of the paper.
+DEFAULT_DECODER_UNITS = (128, 256, 512)
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class Decoder(keras.layers.Layer):
+    """Maps ``[z_hat; b]`` to one raw output per likelihood parameter.
+
+    Table S1 default: 128, 256 and 512 units with swish + layer norm, then one
+    linear head of ``n_features`` units per parameter of the likelihood (the
+    likelihood maps heads to valid values in the loss, e.g. softmax x library size).
+    Conditioning on the batch covariates ``b`` is how batch effects are corrected.
+
+    Parameters
+    ----------
+    n_features
+        Number of features of the modality.
+    parameters
+        Names of the likelihood's parameters, one head each.
+    units, activation, norm
+        Hidden layers, see :class:`~cavachon_like.nn.MLP`.
+    """
+
+    alias = "mlp"
+
+    def __init__(
+        self,
+        n_features: int,
+        parameters: Sequence[str],
+        units: Sequence[int] = DEFAULT_DECODER_UNITS,
+        activation: str = "swish",
+        norm: str | None = "layer",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+        self.parameters = tuple(parameters)
+        self.body = MLP(units, activation=activation, norm=norm, name="body")
+        self.heads = {p: keras.layers.Dense(self.n_features, name=f"head_{p}") for p in self.parameters}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        register_subclass(DECODERS, cls)
+
+    def build(self, z_shape: Sequence[int | None], batch_shape: Sequence[int | None]) -> None:
+        self.body.build([z_shape, batch_shape])
+        for head in self.heads.values():
+            head.build((None, self.body.units[-1]))
+
+    def call(self, z_hat: tf.Tensor, batch: tf.Tensor) -> dict[str, tf.Tensor]:
+        h = self.body([z_hat, batch])
+        return {p: head(h) for p, head in self.heads.items()}
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "n_features": self.n_features,
+            "parameters": list(self.parameters),
+            "units": self.body.units,
+            "activation": self.body.activation,
+            "norm": self.body.norm,
+        }
+
+
+DECODERS.register(Decoder.alias, Decoder)

@@ -1,0 +1,92 @@
+"""Encoder f^(e): modalities -> parameters of the diagonal Gaussian q(z | x)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from .._registry import Registry, register_subclass
+from .mlp import MLP
+
+ENCODERS = Registry("encoder")
+
+#: Table S1 of the paper.
+DEFAULT_ENCODER_UNITS = (1024, 512, 256, 128)
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class Encoder(keras.layers.Layer):
+    """Maps a component's preprocessed modalities to ``(mean, variance)`` of q(z|x).
+
+    The default architecture is the paper's Table S1: dense layers of 1024, 512, 256
+    and 128 units (the first linear, the rest swish + layer norm), then a linear mean
+    head and a softplus variance head. Several modalities (a joint component) enter
+    through one projection each, so sparse counts never need densifying.
+
+    Subclass and set ``alias`` to provide another architecture; ``call`` receives the
+    list of modality tensors and the batch covariates (or ``None``) and returns the
+    mean and variance, each ``(B, latent_dim)``.
+
+    Parameters
+    ----------
+    latent_dim
+        Dimension of z.
+    units, activation, norm, linear_first
+        Hidden layers, see :class:`~cavachon_like.nn.MLP`.
+    condition_on_batch
+        Also feed the batch covariates to the encoder (q(z | x, b)).
+    min_variance
+        Floor added to the softplus variance for numerical stability.
+    """
+
+    alias = "mlp"
+
+    def __init__(
+        self,
+        latent_dim: int,
+        units: Sequence[int] = DEFAULT_ENCODER_UNITS,
+        activation: str = "swish",
+        norm: str | None = "layer",
+        linear_first: bool = True,
+        condition_on_batch: bool = False,
+        min_variance: float = 1e-4,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.condition_on_batch = bool(condition_on_batch)
+        self.min_variance = float(min_variance)
+        self.body = MLP(units, activation=activation, norm=norm, linear_first=linear_first, name="body")
+        self.mean_head = keras.layers.Dense(self.latent_dim, name="mean")
+        self.variance_head = keras.layers.Dense(self.latent_dim, name="variance")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        register_subclass(ENCODERS, cls)
+
+    def build(self, x_shapes: Sequence[Sequence[int | None]], batch_shape: Sequence[int | None] | None = None) -> None:
+        shapes = list(x_shapes) + ([batch_shape] if self.condition_on_batch and batch_shape is not None else [])
+        self.body.build(shapes)
+        self.mean_head.build((None, self.body.units[-1]))
+        self.variance_head.build((None, self.body.units[-1]))
+
+    def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        inputs = list(x) + ([batch] if self.condition_on_batch and batch is not None else [])
+        h = self.body(inputs)
+        return self.mean_head(h), tf.nn.softplus(self.variance_head(h)) + self.min_variance
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "units": self.body.units,
+            "activation": self.body.activation,
+            "norm": self.body.norm,
+            "linear_first": self.body.linear_first,
+            "condition_on_batch": self.condition_on_batch,
+            "min_variance": self.min_variance,
+        }
+
+
+ENCODERS.register(Encoder.alias, Encoder)

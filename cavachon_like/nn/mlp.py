@@ -1,0 +1,97 @@
+"""A stack of dense layers shared by encoders and decoders."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class MLP(keras.layers.Layer):
+    """Dense layers with an activation and layer normalisation after each.
+
+    The first layer takes a *list* of inputs and sums one projection per input,
+    which equals a dense layer on their concatenation but lets each input stay in
+    its own format: a ``tf.SparseTensor`` count matrix is multiplied sparse x dense
+    (cost grows with non-zeros) instead of being densified for a concatenation.
+
+    Parameters
+    ----------
+    units
+        Width of each layer.
+    activation
+        Keras activation name applied after every layer but (optionally) the first.
+    norm
+        ``"layer"`` for layer normalisation after each activated layer, or ``None``.
+    linear_first
+        Leave the first layer linear (no activation, no norm), as in the encoder of
+        the paper's Table S1.
+    """
+
+    def __init__(
+        self,
+        units: Sequence[int],
+        activation: str = "swish",
+        norm: str | None = "layer",
+        linear_first: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not units:
+            raise ValueError("MLP needs at least one layer in `units`.")
+        if norm not in ("layer", None):
+            raise ValueError(f"norm must be 'layer' or None, got {norm!r}.")
+        self.units = [int(u) for u in units]
+        self.activation = activation
+        self.norm = norm
+        self.linear_first = bool(linear_first)
+        self._activation_fn = keras.activations.get(activation)
+        self.hidden = [keras.layers.Dense(u, name=f"dense_{i}") for i, u in enumerate(self.units[1:], start=1)]
+        self.norms = [
+            keras.layers.LayerNormalization(name=f"norm_{i}") if norm == "layer" and not (i == 0 and linear_first) else None
+            for i in range(len(self.units))
+        ]
+        self.input_projections: list[keras.layers.Dense] = []
+
+    def build(self, input_shapes: Sequence[Sequence[int | None]]) -> None:
+        self.input_projections = [
+            keras.layers.Dense(self.units[0], use_bias=False, name=f"dense_0_input_{i}")
+            for i in range(len(input_shapes))
+        ]
+        for projection, shape in zip(self.input_projections, input_shapes):
+            projection.build(tuple(shape))
+        self.bias = self.add_weight(name="bias_0", shape=(self.units[0],), initializer="zeros")
+        width = self.units[0]
+        for i, layer in enumerate(self.hidden):
+            layer.build((None, width))
+            width = layer.units
+        for i, norm in enumerate(self.norms):
+            if norm is not None:
+                norm.build((None, self.units[i]))
+
+    def _finish(self, h: tf.Tensor, i: int) -> tf.Tensor:
+        if i == 0 and self.linear_first:
+            return h
+        h = self._activation_fn(h)
+        return self.norms[i](h) if self.norms[i] is not None else h
+
+    def call(self, inputs: Sequence[tf.Tensor | tf.SparseTensor]) -> tf.Tensor:
+        h = self.bias
+        for projection, x in zip(self.input_projections, inputs):
+            if x.shape[-1] == 0:
+                continue
+            h = h + projection(x)
+        h = self._finish(h, 0)
+        for i, layer in enumerate(self.hidden, start=1):
+            h = self._finish(layer(h), i)
+        return h
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "norm": self.norm,
+            "linear_first": self.linear_first,
+        }
