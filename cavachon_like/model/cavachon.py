@@ -1,0 +1,468 @@
+"""The CAVACHON model: components wired by a DAG, trained stage by stage."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from ..module import Component
+from ..module.component import DEFAULT_LATENT_DIM
+from ..seed import set_seed
+from ..train import MODES, ProgressiveBlending, global_mean, merge_histories, training_plan
+from .graph import ComponentGraph
+
+COMPONENT_KEYS = {
+    "name",
+    "modalities",
+    "parents",
+    "latent_dim",
+    "conditioned_on",
+    "prior",
+    "n_clusters",
+    "encoder",
+    "decoder",
+    "hierarchical_encoder",
+    "preprocessor",
+}
+MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
+
+
+def _check_keys(kind: str, name: str, spec: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"{kind} {name!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
+
+
+def _is_multimodality(x: Any) -> bool:
+    from ..data import MultiModality
+
+    return isinstance(x, MultiModality)
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class CAVACHON(keras.Model):
+    """Hierarchical VAE over a user-given DAG of components (paper Eq. 1-3).
+
+    Each component owns a latent z with a mixture-of-Gaussians prior and decodes its
+    modalities from ``z_hat``, which incorporates the parents' latents (Eq. 2). The
+    loss is the negative ELBO of Appendix A. ``fit`` trains stage by stage in
+    topological order (Sec. 2.3): only the stage's components train, everything
+    else is frozen, and a new component is blended in progressively.
+
+    Parameters
+    ----------
+    modalities
+        ``{modality: {"likelihood": alias, "n_features": int, "batch_key": [...],
+        "batch_categories": {column: [category, ...]}}}``; :meth:`from_data` fills
+        this in from a :class:`~cavachon_like.data.MultiModality`.
+    components
+        One dict per component: ``name``, ``modalities`` (list), and optionally
+        ``parents`` (component or modality names), ``latent_dim`` (20),
+        ``conditioned_on`` (``"z_hat"`` or ``"z"``), ``prior`` (alias or
+        ``{"class": ..., **kwargs}``), ``n_clusters`` (shortcut for the mixture
+        prior's K, default 2 * latent_dim + 1), ``encoder``, ``decoder``,
+        ``hierarchical_encoder`` and ``preprocessor`` specs.
+    training
+        ``"sequential"`` (default) or ``"joint"``.
+    progressive_epochs
+        Epochs over which a component with parents is blended in (0 disables).
+    seed
+        Seeds weights and reparameterisation noise (see :func:`cavachon_like.set_seed`).
+    """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, Mapping[str, Any]],
+        components: Sequence[Mapping[str, Any]],
+        training: str = "sequential",
+        progressive_epochs: int = 5,
+        seed: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if training not in MODES:
+            raise ValueError(f"training must be one of {MODES}, got {training!r}.")
+        if seed is not None:
+            set_seed(seed)
+        self.modality_specs = self._normalize_modalities(modalities)
+        self.component_specs = [dict(c) for c in components]
+        by_name = self._check_components(self.component_specs)
+        self.graph = ComponentGraph(
+            parents={n: list(c.get("parents", [])) for n, c in by_name.items()},
+            modalities={n: list(c["modalities"]) for n, c in by_name.items()},
+        )
+        self.training_mode = training
+        self.progressive_epochs = int(progressive_epochs)
+        self.seed = seed
+        #: Sample z by reparameterisation in training (set False for a deterministic
+        #: autoencoder pass, e.g. to compare gradients exactly across devices).
+        self.sample_latent = True
+        self.components: dict[str, Component] = {}
+        for i, name in enumerate(self.graph.order):
+            self.components[name] = self._make_component(name, by_name, None if seed is None else seed + i)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.kl_trackers = {c: keras.metrics.Mean(name=f"{c}_kl") for c in self.graph.order}
+        self.nll_trackers = {
+            m: keras.metrics.Mean(name=f"{m}_nll") for c in self.graph.order for m in self.graph.modalities(c)
+        }
+        self._compile_kwargs: dict[str, Any] | None = None
+        self._set_active(self.graph.order)
+        self.built = True
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _normalize_modalities(modalities: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        specs = {}
+        for name, spec in modalities.items():
+            _check_keys("modality", name, spec, MODALITY_KEYS)
+            for key in ("likelihood", "n_features"):
+                if key not in spec:
+                    raise ValueError(f"modality {name!r}: missing {key!r}.")
+            batch_key = spec.get("batch_key") or []
+            batch_key = [batch_key] if isinstance(batch_key, str) else list(batch_key)
+            categories = {str(k): [str(v) for v in vals] for k, vals in (spec.get("batch_categories") or {}).items()}
+            missing = [k for k in batch_key if k not in categories]
+            if missing:
+                raise ValueError(f"modality {name!r}: batch_categories lacks the batch column(s) {missing}.")
+            specs[name] = {
+                "likelihood": spec["likelihood"],
+                "n_features": int(spec["n_features"]),
+                "batch_key": batch_key,
+                "batch_categories": {k: categories[k] for k in batch_key},
+            }
+        return specs
+
+    def _check_components(self, components: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not components:
+            raise ValueError("a CAVACHON model needs at least one component.")
+        by_name: dict[str, dict[str, Any]] = {}
+        for spec in components:
+            name = spec.get("name")
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"component name must be an identifier-like string, got {name!r}.")
+            _check_keys("component", name, spec, COMPONENT_KEYS)
+            if name in by_name:
+                raise ValueError(f"component name {name!r} is used twice.")
+            mods = spec.get("modalities")
+            if isinstance(mods, str):
+                spec["modalities"] = mods = [mods]
+            if not mods:
+                raise ValueError(f"component {name!r}: 'modalities' must list at least one modality.")
+            unknown = [m for m in mods if m not in self.modality_specs]
+            if unknown:
+                raise ValueError(
+                    f"component {name!r} uses modality {unknown} that the data does not have; "
+                    f"available: {sorted(self.modality_specs)}."
+                )
+            by_name[name] = spec
+        return by_name
+
+    def _make_component(self, name: str, by_name: Mapping[str, dict[str, Any]], seed: int | None) -> Component:
+        spec = by_name[name]
+        latent_dim = int(spec.get("latent_dim", DEFAULT_LATENT_DIM))
+        prior = spec.get("prior")
+        if spec.get("n_clusters") is not None:
+            prior = {"class": "mixture_gaussian", **({"class": prior} if isinstance(prior, str) else (prior or {}))}
+            prior["n_clusters"] = int(spec["n_clusters"])
+        parents = self.graph.parents(name)
+        return Component(
+            modalities={
+                m: {
+                    "likelihood": self.modality_specs[m]["likelihood"],
+                    "n_features": self.modality_specs[m]["n_features"],
+                    "n_batch": sum(len(v) for v in self.modality_specs[m]["batch_categories"].values()),
+                }
+                for m in spec["modalities"]
+            },
+            latent_dim=latent_dim,
+            parents=parents,
+            parent_dims=[int(by_name[p].get("latent_dim", DEFAULT_LATENT_DIM)) for p in parents],
+            conditioned_on=spec.get("conditioned_on", "z_hat"),
+            prior=prior,
+            encoder=spec.get("encoder"),
+            decoder=spec.get("decoder"),
+            hierarchical_encoder=spec.get("hierarchical_encoder"),
+            preprocessor=spec.get("preprocessor"),
+            seed=seed,
+            name=name,
+        )
+
+    @classmethod
+    def from_data(cls, data: Any, components: Sequence[Mapping[str, Any]], **kwargs) -> "CAVACHON":
+        """Build a model whose modality specs (likelihood, sizes, batch encoding) come from ``data``."""
+        used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
+        missing = sorted(used - set(data.mod))
+        if missing:
+            raise ValueError(f"components use modalities {missing} that the data lacks; it has {sorted(data.mod)}.")
+        categories = data.batch_categories()
+        modalities = {
+            m: {
+                "likelihood": data.modality(m).likelihood,
+                "n_features": data.mod[m].n_vars,
+                "batch_key": data.modality(m).batch_key,
+                "batch_categories": categories[m],
+            }
+            for m in data.mod
+            if m in used
+        }
+        return cls(modalities=modalities, components=components, **kwargs)
+
+    # ------------------------------------------------------------------ forward pass
+    @property
+    def modality_names(self) -> list[str]:
+        return [m for c in self.graph.order for m in self.graph.modalities(c)]
+
+    @property
+    def batch_categories(self) -> dict[str, dict[str, list[str]]]:
+        return {m: dict(s["batch_categories"]) for m, s in self.modality_specs.items()}
+
+    def call(
+        self,
+        inputs: Mapping[str, Mapping[str, tf.Tensor]],
+        training: bool = False,
+        sample: bool | None = None,
+        components: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Run ``components`` (default all) and their ancestors in topological order."""
+        sample = training if sample is None else sample
+        outputs: dict[str, dict[str, Any]] = {}
+        for name in self.graph.closure(components or self.graph.order):
+            component = self.components[name]
+            parents = [outputs[p][component.conditioned_on] for p in component.parents]
+            outputs[name] = component(inputs["x"], inputs["batch"], parents, sample=sample)
+        return outputs
+
+    def loss_terms(
+        self, x: Mapping[str, tf.Tensor], outputs: Mapping[str, Any], components: Sequence[str]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Per-cell negative ELBO of ``components`` and its named terms (``<c>_kl``, ``<m>_nll``)."""
+        terms: dict[str, tf.Tensor] = {}
+        for name in components:
+            parts = self.components[name].loss_terms(x, outputs[name])
+            terms[f"{name}_kl"] = parts.pop("kl")
+            terms.update({f"{m}_nll": v for m, v in parts["nll"].items()})
+        return tf.add_n(list(terms.values())), terms
+
+    # ------------------------------------------------------------------ training
+    def _set_active(self, components: Sequence[str]) -> None:
+        """Train ``components``; freeze the rest (ancestors and offspring alike)."""
+        self._active = list(components)
+        for name, component in self.components.items():
+            component.trainable = name in self._active
+
+    def _update_trackers(self, per_cell: tf.Tensor, terms: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        self.loss_tracker.update_state(per_cell)
+        logs = {"loss": self.loss_tracker.result()}
+        for name in self._active:
+            self.kl_trackers[name].update_state(terms[f"{name}_kl"])
+            logs[f"{name}_kl"] = self.kl_trackers[name].result()
+            for m in self.graph.modalities(name):
+                self.nll_trackers[m].update_state(terms[f"{m}_nll"])
+                logs[f"{m}_nll"] = self.nll_trackers[m].result()
+        return logs
+
+    def train_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            outputs = self(data, training=True, sample=self.sample_latent, components=self._active)
+            per_cell, terms = self.loss_terms(data["x"], outputs, self._active)
+            loss = self.optimizer.scale_loss(global_mean(per_cell))
+        weights = self.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return self._update_trackers(per_cell, terms)
+
+    def test_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        outputs = self(data, training=False, sample=self.sample_latent, components=self._active)
+        per_cell, terms = self.loss_terms(data["x"], outputs, self._active)
+        return self._update_trackers(per_cell, terms)
+
+    def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        outputs = self(data, training=False, sample=False)
+        result = {}
+        for name, out in outputs.items():
+            result[f"z_{name}"] = out["z_mean"]
+            result[f"z_hat_{name}"] = out["z_hat"]
+            if getattr(self.components[name].prior, "n_clusters", None):
+                result[f"cluster_probabilities_{name}"] = self.components[name].prior.cluster_probabilities(
+                    out["z_mean"]
+                )
+        return result
+
+    def compile(self, optimizer: Any = None, loss: Any = None, jit_compile: bool | str = False, **kwargs) -> None:
+        """Configure training; ``optimizer`` defaults to Adam with learning rate 1e-3.
+
+        The loss is the model's ELBO, so ``loss`` must stay ``None``. The optimizer is
+        cloned afresh for every training stage. ``jit_compile`` defaults to False
+        because XLA cannot compile the sparse-dense products of sparse inputs.
+        """
+        if loss is not None:
+            raise ValueError("CAVACHON computes its own loss (the negative ELBO); do not pass `loss` to compile().")
+        optimizer = keras.optimizers.get(optimizer or keras.optimizers.Adam(learning_rate=1e-3))
+        self._compile_kwargs = {"optimizer": keras.optimizers.serialize(optimizer), "jit_compile": jit_compile, **kwargs}
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+
+    def get_compile_config(self) -> dict[str, Any] | None:
+        return self._compile_kwargs
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        config = dict(config)
+        config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
+        self.compile(**config)
+
+    def _compile_stage(self) -> None:
+        if self._compile_kwargs is None:
+            self.compile()
+        kwargs = dict(self._compile_kwargs)
+        kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
+        with self.distribute_strategy.scope():
+            keras.Model.compile(self, **kwargs)
+
+    def make_dataset(self, data: Any, batch_size: int = 256, shuffle: bool = False, seed: int | None = None,
+                     indices: np.ndarray | None = None) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of ``data`` encoded the way this model expects.
+
+        Counts stay sparse per batch, except under a multi-replica strategy:
+        tf.distribute cannot split ``SparseTensor`` batches across replicas, so
+        there each batch (never the whole matrix) is densified in the pipeline.
+        """
+        self.check_data(data)
+        return data.to_dataset(
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=(self.seed or 0) if seed is None else seed,
+            indices=indices,
+            modalities=self.modality_names,
+            batch_categories=self.batch_categories,
+            sparse=self.distribute_strategy.num_replicas_in_sync == 1,
+        )
+
+    def check_data(self, data: Any) -> None:
+        """Raise a specific error if ``data`` does not fit this model (before any training)."""
+        errors = []
+        for m, spec in self.modality_specs.items():
+            if m not in data.mod:
+                errors.append(f"the model needs modality {m!r}; the data has {sorted(data.mod)}.")
+                continue
+            n = data.mod[m].n_vars
+            if n != spec["n_features"]:
+                errors.append(f"modality {m!r} has {n} features; the model was built for {spec['n_features']}.")
+            missing = [k for k in spec["batch_key"] if k not in data.mod[m].obs]
+            if missing:
+                errors.append(f"modality {m!r} lacks the batch column(s) {missing} in .obs.")
+        if errors:
+            raise ValueError("data does not match the model:\n  - " + "\n  - ".join(errors))
+        data.validate()
+
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int = 256,
+        epochs: int = 1,
+        verbose: Any = "auto",
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        **kwargs,
+    ) -> keras.callbacks.History:
+        """Train the model: stage by stage in topological order (or jointly).
+
+        ``x`` is a :class:`~cavachon_like.data.MultiModality` (datasets are built with
+        the model's batch encoding; ``validation_split`` holds out a seeded fraction of
+        cells) or a ``tf.data.Dataset`` from :meth:`make_dataset`. ``epochs`` is per
+        stage. Callbacks see every stage; the returned History has one row per epoch
+        of every stage with a ``stage`` column.
+        """
+        if y is not None:
+            raise ValueError("CAVACHON is unsupervised; pass only `x`.")
+        if _is_multimodality(x):
+            self.check_data(x)
+            train_idx = val_idx = None
+            if validation_split:
+                train_idx, val_idx = x.split(validation_split, seed=self.seed or 0)
+                if validation_data is None:
+                    validation_data = self.make_dataset(x, batch_size=batch_size, indices=val_idx)
+            x = self.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx)
+        elif validation_split:
+            raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
+        if _is_multimodality(validation_data):
+            validation_data = self.make_dataset(validation_data, batch_size=batch_size)
+        callbacks = list(callbacks or [])
+        stages = []
+        for i, stage in enumerate(training_plan(self.graph.order, self.training_mode)):
+            self._set_active(stage)
+            self._compile_stage()
+            blend = [self.components[c].hierarchical_encoder for c in stage if self.components[c].parents]
+            stage_callbacks = list(callbacks)
+            if blend and self.training_mode == "sequential" and self.progressive_epochs > 0:
+                stage_callbacks.append(ProgressiveBlending(blend, min(self.progressive_epochs, max(epochs - 1, 0))))
+            if i > 0:
+                for callback in callbacks:
+                    if isinstance(callback, keras.callbacks.CSVLogger):
+                        callback.append = True
+            # The dataset shuffles itself (seeded), so Keras' own shuffle stays off.
+            history = super().fit(
+                x,
+                epochs=epochs,
+                verbose=verbose,
+                callbacks=stage_callbacks,
+                validation_data=validation_data,
+                shuffle=False,
+                **kwargs,
+            )
+            stages.append(("+".join(stage), history))
+        self._set_active(self.graph.order)
+        # Every stage starts with a fresh optimizer, so the last stage's slots are of no
+        # further use; resetting keeps a saved model's optimizer consistent with all weights.
+        self._compile_stage()
+        self.history = merge_histories(stages)
+        return self.history
+
+    # ------------------------------------------------------------------ outputs
+    def get_latent_representation(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Posterior means per component: ``z_<c>``, ``z_hat_<c>`` and ``cluster_probabilities_<c>``."""
+        dataset = self.make_dataset(data, batch_size=batch_size, shuffle=False)
+        return {k: np.asarray(v) for k, v in self.predict(dataset, verbose=0).items()}
+
+    def annotate(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Write latents and clusters into ``data`` in scverse conventions.
+
+        ``obsm["z_<c>"]``, ``obsm["z_hat_<c>"]``, ``obsm["cluster_probabilities_<c>"]``,
+        ``obs["cluster_<c>"]`` (categorical argmax of p(c|z)) and the model's
+        configuration as JSON in ``uns["cavachon_like"]["model"]``.
+        """
+        latents = self.get_latent_representation(data, batch_size=batch_size)
+        for key, value in latents.items():
+            data.obsm[key] = value
+            if key.startswith("cluster_probabilities_"):
+                name = key[len("cluster_probabilities_"):]
+                data.obs[f"cluster_{name}"] = pd.Categorical(value.argmax(axis=1).astype(str))
+        data.uns.setdefault("cavachon_like", {})
+        data.uns["cavachon_like"]["model"] = json.dumps(self.get_config(), default=str)
+        return latents
+
+    # ------------------------------------------------------------------ serialization
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "modalities": self.modality_specs,
+            "components": self.component_specs,
+            "training": self.training_mode,
+            "progressive_epochs": self.progressive_epochs,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "CAVACHON":
+        # Loading must not reseed the session's global generators; weights come from the file.
+        config = dict(config)
+        seed = config.pop("seed", None)
+        model = cls(**config)
+        model.seed = seed
+        return model
