@@ -1,0 +1,141 @@
+"""``tf.data`` pipeline over a MultiModality, batching sparse rows without densifying."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from .multimodality import _positions
+
+if TYPE_CHECKING:
+    from .multimodality import MultiModality
+
+Gather = Callable[[tf.Tensor], Any]
+
+
+def row_gather(x: Any, sparse: bool = True) -> Gather:
+    """A function mapping a batch of row positions to those rows of ``x``.
+
+    Parameters
+    ----------
+    x
+        Cells x features matrix. Scipy sparse matrices are held as CSR (one
+        CSC -> CSR conversion; memory grows with the non-zeros); anything else is
+        held dense.
+    sparse
+        For a sparse ``x``: return a ``tf.SparseTensor`` (indices in row-major
+        order, static shape ``(None, n_features)``), else densify each batch.
+
+    Returns
+    -------
+    Callable
+        ``rows(idx)`` for an int64 vector ``idx``.
+    """
+    n_features = x.shape[1]
+    if not sp.issparse(x):
+        dense = tf.constant(np.asarray(x, dtype=np.float32))
+        return lambda idx: tf.gather(dense, idx)
+    csr = x.tocsr()
+    if not csr.has_canonical_format:
+        # SparseTensor wants sorted, unique column indices per row; copy to leave the caller's matrix alone
+        csr = csr.copy()
+        csr.sum_duplicates()
+    row_splits = tf.constant(csr.indptr, dtype=tf.int64)
+    columns = tf.RaggedTensor.from_row_splits(tf.constant(csr.indices, dtype=tf.int64), row_splits, validate=False)
+    values = tf.RaggedTensor.from_row_splits(tf.constant(csr.data, dtype=tf.float32), row_splits, validate=False)
+
+    def rows(idx: tf.Tensor) -> tf.Tensor | tf.SparseTensor:
+        cols = tf.gather(columns, idx)
+        indices = tf.stack([cols.value_rowids(), cols.flat_values], axis=1)
+        shape = tf.stack([tf.shape(idx, out_type=tf.int64)[0], tf.constant(n_features, dtype=tf.int64)])
+        batch = tf.SparseTensor(indices, tf.gather(values, idx).flat_values, shape)
+        return batch if sparse else tf.sparse.to_dense(batch)
+
+    return rows
+
+
+def make_dataset(
+    mm: MultiModality,
+    batch_size: int = 256,
+    shuffle: bool = True,
+    seed: int = 0,
+    indices: np.ndarray | Sequence[int] | None = None,
+    modalities: Sequence[str] | None = None,
+    sparse: bool = True,
+    drop_remainder: bool = False,
+    batch_categories: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+) -> tf.data.Dataset:
+    """Batches of cells as ``{"x": {mod: counts}, "batch": {mod: one-hot}}``.
+
+    Parameters
+    ----------
+    mm
+        The paired data.
+    batch_size
+        Cells per batch.
+    shuffle
+        Shuffle the cells, differently in every epoch; the same ``seed`` gives
+        the same sequence of orders.
+    seed
+        Shuffle seed.
+    indices
+        Cell positions (or a boolean mask) to draw from, e.g. from
+        :meth:`MultiModality.split`; default all cells.
+    modalities
+        Modalities to include; default all.
+    sparse
+        Keep sparse matrices sparse (``tf.SparseTensor``); ``False`` densifies
+        each batch (never the whole matrix).
+    drop_remainder
+        Drop the last, smaller batch.
+    batch_categories
+        ``{mod: {column: categories}}`` fixing the one-hot layout, e.g.
+        ``train.batch_categories()`` when embedding new data; default each
+        modality's own sorted categories.
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``x[mod]`` is ``(B, n_features)`` float32 (``SparseTensor`` for sparse
+        input with ``sparse=True``); ``batch[mod]`` is ``(B, n_batch_dims)``
+        float32, ``(B, 0)`` without batch columns.
+    """
+    names = list(mm.mod) if modalities is None else list(modalities)
+    if not names:
+        raise ValueError("modalities is empty; name at least one modality to load.")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    categories = dict(batch_categories or {})
+    if batch_categories is not None:
+        absent = [n for n in names if n not in categories]
+        if absent:
+            raise ValueError(f"batch_categories has no entry for modalities {absent}; give categories for every "
+                             "loaded modality (e.g. from train.batch_categories()).")
+    mods = {n: mm.modality(n) for n in names}
+    for name, mod in mods.items():
+        if not mod.obs_names.equals(mm.obs_names):
+            raise ValueError(f"modality {name!r} no longer has the cells of the MultiModality in the same order; "
+                             "rebuild it with MultiModality(dict(mm.mod)).")
+    cells = np.arange(mm.n_obs, dtype=np.int64) if indices is None else _positions(indices, mm.n_obs, "indices")
+    if not cells.size:
+        raise ValueError("no cells to load: indices is empty.")
+
+    rows = {n: row_gather(mod.X, sparse=sparse) for n, mod in mods.items()}
+    # one-hots are small (cells x categories), so they are built once and gathered per batch
+    one_hot = {n: tf.constant(mod.batch_one_hot(categories.get(n))) for n, mod in mods.items()}
+
+    def gather(idx: tf.Tensor) -> dict[str, dict[str, Any]]:
+        return {
+            "x": {n: rows[n](idx) for n in names},
+            "batch": {n: tf.gather(one_hot[n], idx) for n in names},
+        }
+
+    ds = tf.data.Dataset.from_tensor_slices(cells)
+    if shuffle:
+        ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

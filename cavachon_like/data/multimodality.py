@@ -1,0 +1,435 @@
+"""Paired modalities measured in the same cells, matched by barcode."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+from mudata._core.config import OPTIONS as MUDATA_OPTIONS
+
+from .modality import UNS_KEY, Modality, _as_batch_key
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from .qc import QCStep
+
+logger = logging.getLogger(__name__)
+
+_JOINS = ("strict", "inner")
+_N_EXAMPLES = 3
+
+
+@contextlib.contextmanager
+def no_pull() -> Iterator[None]:
+    """Keep MuData from copying modality ``obs``/``var`` columns into the global tables.
+
+    This is mudata's announced future default; applying it (unless the user chose
+    explicitly) keeps the global ``obs`` exactly what was put there and silences
+    mudata's FutureWarning on every update.
+    """
+    if MUDATA_OPTIONS["pull_on_update"] is None:
+        with md.set_options(pull_on_update=False):
+            yield
+    else:
+        yield
+
+
+class MultiModality(md.MuData):
+    """A :class:`mudata.MuData` whose modalities are :class:`Modality` objects over the same cells.
+
+    Every modality holds the same cells in the same order, so row ``i`` of each
+    matrix is one cell; this is what :meth:`to_dataset` relies on.
+
+    Parameters
+    ----------
+    mods
+        Modalities by name, or a ``MuData`` (its global ``obs``, ``obsm``, ``obsp``,
+        ``var``, ``varm``, ``varp`` and ``uns`` are kept).
+    join
+        ``"strict"``: every modality must have the same barcodes (order may
+        differ; all are put in the first modality's order). ``"inner"``: keep the
+        cells present in all modalities; how many each modality lost is logged and
+        stored in ``uns["cavachon_like"]["join_report"]``.
+    likelihoods
+        Likelihood per modality name; modalities left out use the one stored in
+        their ``uns``.
+    batch_key
+        Batch covariate columns: one column or list for every modality, or a dict
+        per modality name. Modalities left out use their stored value, else none.
+
+    Examples
+    --------
+    >>> mm = MultiModality({"atac": atac, "rna": rna}, likelihoods={"atac": "bernoulli", "rna": "zinb"},
+    ...                    batch_key="batch")
+    >>> train, val = mm.split(0.1)
+    >>> ds = mm.to_dataset(batch_size=128, indices=train)
+    """
+
+    def __init__(
+        self,
+        mods: Mapping[str, ad.AnnData] | md.MuData,
+        join: str = "strict",
+        likelihoods: Mapping[str, str] | None = None,
+        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+    ) -> None:
+        if join not in _JOINS:
+            raise ValueError(f"join must be one of {_JOINS}, got {join!r}.")
+        source = mods if isinstance(mods, md.MuData) else None
+        if source is None and not isinstance(mods, Mapping):
+            raise TypeError(f"mods must be a dict of AnnData/Modality or a MuData, got {type(mods).__name__}.")
+        adatas = dict(source.mod if source is not None else mods)
+        if not adatas:
+            raise ValueError("MultiModality needs at least one modality.")
+        for name, adata in adatas.items():
+            if not isinstance(adata, ad.AnnData):
+                raise TypeError(f"modality {name!r} must be an AnnData or Modality, got {type(adata).__name__}.")
+        likelihoods = _per_modality(likelihoods, adatas, "likelihoods")
+        batch_keys = _per_modality(batch_key, adatas, "batch_key")
+        for name, adata in adatas.items():
+            if name not in likelihoods and "likelihood" not in adata.uns.get(UNS_KEY, {}):
+                raise ValueError(
+                    f"no likelihood for modality {name!r}: pass likelihoods={{{name!r}: ...}}, e.g. 'zinb' for "
+                    "RNA counts, 'bernoulli' for ATAC peaks, 'nb' for protein counts."
+                )
+
+        _check_unique_barcodes(adatas)
+        keep, lost = _shared_barcodes(adatas, join)
+        aligned = all(a.obs_names.equals(keep) for a in adatas.values())
+        if source is not None and not (aligned and source.obs_names.equals(keep)):
+            source = _take_cells(source, keep)
+            adatas = dict(source.mod)
+        elif not aligned:
+            adatas = {k: a[a.obs_names.get_indexer(keep)] for k, a in adatas.items()}
+
+        modalities = {
+            k: Modality(a, likelihood=likelihoods.get(k), batch_key=batch_keys.get(k), name=k)
+            for k, a in adatas.items()
+        }
+        if source is None:
+            glob: dict[str, Any] = {"obs": pd.DataFrame(index=keep), "uns": {}}
+        else:
+            # mudata recreates the per-modality membership masks, so they are not passed on
+            glob = {
+                "obs": source.obs,
+                "var": source.var,
+                "obsm": {k: v for k, v in source.obsm.items() if k not in modalities},
+                "varm": {k: v for k, v in source.varm.items() if k not in modalities},
+                "obsp": dict(source.obsp),
+                "varp": dict(source.varp),
+                "uns": dict(source.uns),
+            }
+        super().__init__(modalities, **glob)
+
+        meta = dict(self.uns.get(UNS_KEY, {}))
+        if isinstance(meta.get("qc"), pd.DataFrame):
+            meta["qc"] = _records(meta["qc"])
+        if join == "inner":
+            meta["join_report"] = lost
+            if any(lost.values()):
+                message = (
+                    "join='inner' dropped cells missing from other modalities: "
+                    + ", ".join(f"{k!r} lost {n}" for k, n in lost.items())
+                    + f"; {len(keep)} cells remain."
+                )
+                logger.warning(message)
+                warnings.warn(message, UserWarning, stacklevel=2)
+        self.uns[UNS_KEY] = meta
+
+    # construction from files; the readers build on this class, hence the local imports
+
+    @classmethod
+    def from_mudata(
+        cls,
+        mdata: md.MuData,
+        likelihoods: Mapping[str, str] | None = None,
+        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+        join: str = "strict",
+    ) -> MultiModality:
+        """Wrap an in-memory ``MuData``; see the class parameters."""
+        return cls(mdata, join=join, likelihoods=likelihoods, batch_key=batch_key)
+
+    @classmethod
+    def from_h5mu(
+        cls,
+        path: str | PathLike,
+        likelihoods: Mapping[str, str] | None = None,
+        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+        join: str = "strict",
+    ) -> MultiModality:
+        """Read an ``.h5mu`` file; see :func:`cavachon_like.data.read_h5mu`."""
+        from .readers import read_h5mu
+
+        return read_h5mu(path, likelihoods=likelihoods, batch_key=batch_key, join=join)
+
+    @classmethod
+    def from_h5ad(
+        cls,
+        paths: Mapping[str, str | PathLike],
+        likelihoods: Mapping[str, str] | None = None,
+        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+        join: str = "strict",
+    ) -> MultiModality:
+        """Read one ``.h5ad`` file per modality, ``{name: path}``."""
+        from .readers import read_h5ad
+
+        if not isinstance(paths, Mapping):
+            raise TypeError(f"paths must be {{modality: h5ad path}}, got {paths!r}; use read_h5ad() for one file.")
+
+        return read_h5ad(dict(paths), likelihood=likelihoods, batch_key=batch_key, join=join)
+
+    @classmethod
+    def from_10x(
+        cls,
+        path: str | PathLike | Mapping[str, str | PathLike],
+        likelihoods: Mapping[str, str] | None = None,
+        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+        join: str = "strict",
+        feature_types: Mapping[str, str] | None = None,
+    ) -> MultiModality:
+        """Read 10x matrix folders; see :func:`cavachon_like.data.read_10x`.
+
+        ``path`` is one folder (split into modalities by feature type) or
+        ``{modality name: folder}`` with one feature type per folder.
+        """
+        from .readers import read_10x_multi
+
+        return read_10x_multi(path, likelihoods=likelihoods, batch_key=batch_key, join=join,
+                              feature_types=feature_types)
+
+    # access
+
+    def modality(self, name: str) -> Modality:
+        """The modality called ``name``."""
+        if name not in self.mod:
+            raise KeyError(f"no modality {name!r}; available: {list(self.mod)}.")
+        return self.mod[name]
+
+    def obs_column(self, name: str) -> pd.Series:
+        """A cell annotation from the global ``obs``, else from the first modality that has it."""
+        if name in self.obs.columns:
+            return self.obs[name]
+        for mod in self.mod.values():
+            if name in mod.obs.columns:
+                return mod.obs[name]
+        available = {"global": list(self.obs.columns), **{k: list(m.obs.columns) for k, m in self.mod.items()}}
+        raise KeyError(f"no obs column {name!r} in the global obs or any modality; available: {available}.")
+
+    def batch_categories(self) -> dict[str, dict[str, list[str]]]:
+        """``{modality: {batch column: sorted categories}}``, e.g. to pin one-hot layouts across data sets."""
+        return {k: self.modality(k).batch_categories() for k in self.mod}
+
+    def validate(self) -> None:
+        """Check every modality (see :meth:`Modality.validate`) and that cells are still aligned."""
+        for name, mod in self.mod.items():
+            if not mod.obs_names.equals(self.obs_names):
+                raise ValueError(
+                    f"modality {name!r} no longer has the same cells in the same order as the MultiModality; "
+                    "rebuild it with MultiModality(dict(mm.mod))."
+                )
+            self.modality(name).validate()
+
+    # derived objects
+
+    def split(self, validation_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Random train/validation split of the cells.
+
+        Returns
+        -------
+        train_idx, val_idx
+            Sorted integer positions of the cells.
+        """
+        if not 0.0 <= validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
+        order = np.random.default_rng(seed).permutation(self.n_obs)
+        n_val = int(round(validation_fraction * self.n_obs))
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def subset(
+        self,
+        idx: np.ndarray | Sequence[int] | None = None,
+        features: Mapping[str, np.ndarray] | None = None,
+    ) -> MultiModality:
+        """A copy restricted to some cells and/or some features of some modalities.
+
+        Parameters
+        ----------
+        idx
+            Integer positions or a boolean mask over cells; ``None`` keeps all.
+        features
+            ``{modality: boolean mask over its features}``; other modalities keep
+            all features.
+        """
+        cells = slice(None) if idx is None else _positions(idx, self.n_obs, "cells")
+        columns: slice | np.ndarray = slice(None)
+        if features:
+            columns = np.ones(self.n_vars, dtype=bool)
+            for name, mask in features.items():
+                mask = np.asarray(mask)
+                n_features = self.modality(name).n_vars
+                if mask.dtype != bool or mask.shape != (n_features,):
+                    raise ValueError(
+                        f"features[{name!r}] must be a boolean mask of length {n_features} (the features of "
+                        f"modality {name!r}), got dtype {mask.dtype} and shape {mask.shape}."
+                    )
+                where = self.varmap[name] > 0
+                columns[where] = mask[self.varmap[name][where] - 1]
+        with no_pull():
+            plain = self[cells, columns].copy()
+        return MultiModality(plain)
+
+    def copy(self, filename: str | PathLike | None = None) -> MultiModality:
+        """Full in-memory copy that stays a :class:`MultiModality`."""
+        if filename is not None:
+            raise ValueError("backed copies are not supported; use write() and MultiModality.from_h5mu().")
+        return self.subset()
+
+    def apply_qc(self, steps: Sequence[QCStep | Mapping[str, Any]]) -> MultiModality:
+        """Apply quality-control steps in order; see :mod:`cavachon_like.data.qc`.
+
+        ``steps`` may mix step objects and configs such as
+        ``{"step": "filter_cells", "modality": "rna", "min_features": 20}``.
+        """
+        from .qc import QCStep, from_config
+
+        result = self
+        for step in steps:
+            result = (step if isinstance(step, QCStep) else from_config(step))(result)
+        return result
+
+    def to_dataset(
+        self,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        seed: int = 0,
+        indices: np.ndarray | Sequence[int] | None = None,
+        modalities: Sequence[str] | None = None,
+        sparse: bool = True,
+        drop_remainder: bool = False,
+        batch_categories: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    ) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of ``{"x": {mod: counts}, "batch": {mod: one-hot}}``; see
+        :func:`cavachon_like.data.dataset.make_dataset`."""
+        # imported here so IO and QC work without paying for the TensorFlow import
+        from .dataset import make_dataset
+
+        return make_dataset(self, batch_size=batch_size, shuffle=shuffle, seed=seed, indices=indices,
+                            modalities=modalities, sparse=sparse, drop_remainder=drop_remainder,
+                            batch_categories=batch_categories)
+
+    # mudata hooks
+
+    def update(self) -> None:
+        with no_pull():
+            super().update()
+
+    def write_h5mu(self, filename: str | PathLike | None = None, **kwargs: Any) -> None:
+        """Write to an ``.h5mu`` file (likelihoods, batch keys and the QC report included)."""
+        meta = self.uns.get(UNS_KEY, {})
+        qc = meta.get("qc")
+        # h5 cannot hold a list of dicts; a table round-trips and is turned back on reading
+        if isinstance(qc, list):
+            meta["qc"] = pd.DataFrame.from_records(qc)
+        try:
+            super().write_h5mu(filename, **kwargs)
+        finally:
+            if isinstance(qc, list):
+                meta["qc"] = qc
+
+    write = write_h5mu
+
+
+def _per_modality(value: Any, adatas: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Spread a per-modality argument into ``{modality: value}`` (missing keys: use stored)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(adatas))
+        if unknown:
+            raise ValueError(f"{what} names modalities {unknown} that do not exist; modalities: {list(adatas)}.")
+        return dict(value)
+    if what == "likelihoods":
+        raise TypeError(f"likelihoods must be a dict {{modality: likelihood}}, got {value!r}.")
+    return {k: _as_batch_key(value) for k in adatas}
+
+
+def _examples(names: pd.Index) -> str:
+    return ", ".join(repr(str(n)) for n in names[:_N_EXAMPLES])
+
+
+def _check_unique_barcodes(adatas: Mapping[str, ad.AnnData]) -> None:
+    for name, adata in adatas.items():
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        if len(dup):
+            raise ValueError(
+                f"modality {name!r} has {len(dup)} duplicated cell barcodes (e.g. {_examples(dup)}); cells are "
+                "matched across modalities by barcode, so make them unique consistently in every modality "
+                "(e.g. prefix each with its sample)."
+            )
+
+
+def _shared_barcodes(adatas: Mapping[str, ad.AnnData], join: str) -> tuple[pd.Index, dict[str, int]]:
+    """Barcodes kept (in the first modality's order) and how many each modality loses."""
+    names = {k: a.obs_names for k, a in adatas.items()}
+    first = next(iter(names.values()))
+    keep = first
+    for other in names.values():
+        keep = keep[keep.isin(other)]
+    lost = {k: int(len(idx) - len(keep)) for k, idx in names.items()}
+    if join == "strict" and any(lost.values()):
+        lines = [
+            f"  {k!r}: {n} of {len(names[k])} barcodes are missing from other modalities"
+            + (f" (e.g. {_examples(names[k][~names[k].isin(keep)])})" if n else "")
+            for k, n in lost.items()
+        ]
+        raise ValueError(
+            "modalities do not have the same cell barcodes (join='strict'):\n" + "\n".join(lines)
+            + "\nPass join='inner' to keep only the cells present in every modality."
+        )
+    if not len(keep):
+        examples = "; ".join(f"{k!r}: {_examples(idx)}" for k, idx in names.items())
+        raise ValueError(
+            f"no cell barcode is shared by all modalities ({examples}); check that barcodes are written the "
+            "same way in every modality (prefixes, '-1' suffixes)."
+        )
+    return keep, lost
+
+
+def _take_cells(mdata: md.MuData, keep: pd.Index) -> md.MuData:
+    """``mdata`` restricted to and ordered by ``keep``, global annotations included."""
+    pos = mdata.obs_names.get_indexer(keep) if mdata.obs_names.is_unique else np.array([-1])
+    if (pos < 0).any():
+        raise ValueError(
+            "the global obs of the MuData does not list every cell of its modalities; call mdata.update() "
+            "(or build the MultiModality from dict(mdata.mod)) first."
+        )
+    with no_pull():
+        return mdata[pos].copy()
+
+
+def _positions(idx: Any, n: int, what: str) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise ValueError(f"boolean mask over {what} must have length {n}, got shape {idx.shape}.")
+        return np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"{what} must be a 1-d array of integer positions or a boolean mask, got {idx.dtype} "
+                         f"with shape {idx.shape}.")
+    bad = idx[(idx < 0) | (idx >= n)]
+    if bad.size:
+        raise IndexError(f"{what} positions {bad[:_N_EXAMPLES].tolist()} are out of range for {n} cells.")
+    return idx.astype(np.int64)
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a table as plain-Python dicts (numpy scalars would leak into reports)."""
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in table.to_dict("records")]

@@ -1,0 +1,271 @@
+"""Quality-control filters (paper, Appendix D) as configurable steps.
+
+Each step filters one named modality of a :class:`MultiModality` and returns a
+new one. Cells removed in one modality are removed from all of them, because the
+data are paired. What every step removed is logged and appended to
+``uns["cavachon_like"]["qc"]``. Everything works on sparse matrices through
+non-zero counts and row/column sums; no matrix is densified.
+
+Steps can be listed in YAML and built with :func:`from_config`::
+
+    qc:
+      - {step: filter_cells, modality: rna, min_features: 20}
+      - {step: filter_features, modality: atac, min_cells: 5, max_cells_fraction: 0.1}
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._registry import Registry, register_subclass
+from .modality import UNS_KEY
+from .multimodality import MultiModality
+
+logger = logging.getLogger(__name__)
+
+QC_STEPS = Registry("QC step")
+
+
+def _column_vector(matrix: Any) -> np.ndarray:
+    return np.asarray(matrix).ravel()
+
+
+def _expressed(x: Any, axis: int) -> np.ndarray:
+    """Number of entries > 0 per row (``axis=1``) or column (``axis=0``)."""
+    # compare rather than getnnz(): explicitly stored zeros must not count as expressed
+    return _column_vector((x > 0).sum(axis=axis))
+
+
+def _totals(x: Any, axis: int) -> np.ndarray:
+    return _column_vector(x.sum(axis=axis)).astype(np.float64)
+
+
+class QCStep:
+    """Base class of QC steps; subclasses set ``alias`` to be usable from configs.
+
+    Parameters
+    ----------
+    modality
+        Name of the modality the step looks at.
+    """
+
+    alias: ClassVar[str] = ""
+
+    def __init__(self, modality: str) -> None:
+        if not isinstance(modality, str) or not modality:
+            raise ValueError(f"{type(self).__name__}: modality must be a modality name, got {modality!r}.")
+        self.modality = modality
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_subclass(QC_STEPS, cls)
+
+    def __call__(self, mm: MultiModality) -> MultiModality:
+        x = mm.modality(self.modality).X
+        keep_cells = self.keep_cells(x, mm)
+        keep_features = self.keep_features(x, mm)
+        n_cells, n_features = int((~keep_cells).sum()), int((~keep_features).sum())
+        if n_cells == len(keep_cells):
+            raise ValueError(f"{self!r} would remove all {n_cells} cells of modality {self.modality!r}; "
+                             "loosen its thresholds.")
+        if n_features == len(keep_features):
+            raise ValueError(f"{self!r} would remove all {n_features} features of modality {self.modality!r}; "
+                             "loosen its thresholds.")
+        if n_cells or n_features:
+            result = mm.subset(keep_cells, features={self.modality: keep_features})
+        else:
+            # a new wrapper (sharing the matrices) so the record does not land in the caller's object
+            result = MultiModality(mm)
+        record = {"step": self.alias, "modality": self.modality,
+                  "n_cells_removed": n_cells, "n_features_removed": n_features}
+        meta = result.uns.setdefault(UNS_KEY, {})
+        meta["qc"] = [*meta.get("qc", []), record]
+        logger.info("%r removed %d cells (all modalities) and %d features of %r.",
+                    self, n_cells, n_features, self.modality)
+        return result
+
+    def keep_cells(self, x: Any, mm: MultiModality) -> np.ndarray:
+        """Boolean mask of the cells to keep; by default all."""
+        return np.ones(x.shape[0], dtype=bool)
+
+    def keep_features(self, x: Any, mm: MultiModality) -> np.ndarray:
+        """Boolean mask of the modality's features to keep; by default all."""
+        return np.ones(x.shape[1], dtype=bool)
+
+    def get_config(self) -> dict[str, Any]:
+        """The config that :func:`from_config` turns back into this step."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {"step": self.alias, **{k: getattr(self, k) for k in params if k != "self"}}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "step")
+        return f"{self.alias}({args})"
+
+
+def _check_count(owner: str, name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{owner}: {name} must be a non-negative integer or None, got {value!r}.")
+
+
+def _check_fraction(owner: str, name: str, value: Any) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{owner}: {name} must be a fraction in [0, 1] or None, got {value!r}.")
+
+
+class FilterCells(QCStep):
+    """Remove cells with too few (or too many) expressed features.
+
+    Parameters
+    ----------
+    modality
+        Modality whose features are counted.
+    min_features
+        Minimum number of features with a count > 0.
+    max_features
+        Optional maximum, e.g. against doublets.
+    """
+
+    alias = "filter_cells"
+
+    def __init__(self, modality: str, min_features: int = 20, max_features: int | None = None) -> None:
+        super().__init__(modality)
+        _check_count(self.alias, "min_features", min_features)
+        _check_count(self.alias, "max_features", max_features)
+        self.min_features = min_features
+        self.max_features = max_features
+
+    def keep_cells(self, x: Any, mm: MultiModality) -> np.ndarray:
+        n = _expressed(x, axis=1)
+        keep = n >= self.min_features
+        return keep if self.max_features is None else keep & (n <= self.max_features)
+
+
+class FilterCellsByFraction(QCStep):
+    """Remove cells whose counts come too much from some features (mitochondrial, ERCC spike-ins).
+
+    Cells without any counts have a fraction of 0 and are kept. When no feature
+    matches ``pattern`` nothing is removed (and that is logged).
+
+    Parameters
+    ----------
+    modality
+        Modality to look at.
+    pattern
+        Regular expression searched in the feature names.
+    max_fraction
+        Largest allowed share of a cell's total count in matching features.
+    """
+
+    alias = "filter_cells_by_fraction"
+
+    def __init__(self, modality: str, pattern: str = r"^(ERCC-|mt-|MT-)", max_fraction: float = 0.2) -> None:
+        super().__init__(modality)
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as err:
+            raise ValueError(f"{self.alias}: pattern {pattern!r} is not a valid regular expression: {err}") from None
+        _check_fraction(self.alias, "max_fraction", max_fraction)
+        self.pattern = pattern
+        self.max_fraction = max_fraction
+
+    def keep_cells(self, x: Any, mm: MultiModality) -> np.ndarray:
+        names = mm.modality(self.modality).var_names
+        # plain search rather than str.contains, which warns about capture groups such as the default's
+        search = re.compile(self.pattern).search
+        matching = np.fromiter((search(str(n)) is not None for n in names), dtype=bool, count=len(names))
+        if not matching.any():
+            logger.info("%r: no feature of %r matches %r; no cell removed.", self, self.modality, self.pattern)
+            return np.ones(x.shape[0], dtype=bool)
+        # a sparse matrix-vector product touches only the non-zeros
+        in_matching = _column_vector(x @ matching.astype(np.float64))
+        total = _totals(x, axis=1)
+        fraction = np.divide(in_matching, total, out=np.zeros_like(total), where=total > 0)
+        return fraction <= self.max_fraction
+
+
+class FilterFeatures(QCStep):
+    """Remove features that are too rare or too common.
+
+    Parameters
+    ----------
+    modality
+        Modality whose features are filtered.
+    min_counts
+        Minimum total count over all cells.
+    min_cells
+        Minimum number of cells with a count > 0.
+    max_cells_fraction
+        Maximum fraction of cells with a count > 0 (e.g. 0.1 for ATAC peaks).
+    """
+
+    alias = "filter_features"
+
+    def __init__(
+        self,
+        modality: str,
+        min_counts: int | None = None,
+        min_cells: int | None = None,
+        max_cells_fraction: float | None = None,
+    ) -> None:
+        super().__init__(modality)
+        _check_count(self.alias, "min_counts", min_counts)
+        _check_count(self.alias, "min_cells", min_cells)
+        _check_fraction(self.alias, "max_cells_fraction", max_cells_fraction)
+        if min_counts is None and min_cells is None and max_cells_fraction is None:
+            raise ValueError(f"{self.alias} on {modality!r}: set at least one of min_counts, min_cells, "
+                             "max_cells_fraction.")
+        self.min_counts = min_counts
+        self.min_cells = min_cells
+        self.max_cells_fraction = max_cells_fraction
+
+    def keep_features(self, x: Any, mm: MultiModality) -> np.ndarray:
+        keep = np.ones(x.shape[1], dtype=bool)
+        if self.min_counts is not None:
+            keep &= _totals(x, axis=0) >= self.min_counts
+        if self.min_cells is not None or self.max_cells_fraction is not None:
+            n_cells = _expressed(x, axis=0)
+            if self.min_cells is not None:
+                keep &= n_cells >= self.min_cells
+            if self.max_cells_fraction is not None:
+                keep &= n_cells <= self.max_cells_fraction * x.shape[0]
+        return keep
+
+
+def from_config(config: Mapping[str, Any]) -> QCStep:
+    """Build a step from ``{"step": name, **parameters}``.
+
+    Raises
+    ------
+    ValueError
+        For a missing or unknown step name, or a parameter the step does not take.
+    """
+    params = dict(config)
+    name = params.pop("step", None)
+    if name is None:
+        raise ValueError(f"QC config {dict(config)} has no 'step'; known steps: {QC_STEPS.names()}.")
+    if name not in QC_STEPS:
+        raise ValueError(f"unknown QC step {name!r}; known steps: {QC_STEPS.names()}.")
+    cls = QC_STEPS.get(name)
+    accepted = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"QC step {name!r} does not take parameter(s) {unknown}; it takes {accepted}.")
+    missing = [k for k, p in inspect.signature(cls.__init__).parameters.items()
+               if k != "self" and p.default is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ValueError(f"QC step {name!r} needs parameter(s) {missing}.")
+    return cls(**params)
+
+
+#: The filters of the paper's Appendix D for modalities "rna" and "atac".
+PAPER_QC: list[dict[str, Any]] = [
+    {"step": "filter_cells", "modality": "rna", "min_features": 20},
+    {"step": "filter_cells_by_fraction", "modality": "rna", "pattern": r"^(ERCC-|mt-|MT-)", "max_fraction": 0.2},
+    {"step": "filter_features", "modality": "rna", "min_counts": 10, "min_cells": 5},
+    {"step": "filter_features", "modality": "atac", "min_cells": 5, "max_cells_fraction": 0.1},
+]

@@ -1,0 +1,210 @@
+"""Readers for h5mu, h5ad and 10x matrix folders into Modality / MultiModality."""
+from __future__ import annotations
+
+import gzip
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import IO
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import scipy.io
+import scipy.sparse as sp
+
+from .modality import Modality
+from .multimodality import MultiModality, no_pull
+
+#: 10x feature type -> modality name.
+FEATURE_TYPES = {"Gene Expression": "rna", "Peaks": "atac", "Antibody Capture": "protein"}
+
+#: Default likelihood of a modality name, used when none is given.
+DEFAULT_LIKELIHOODS = {"rna": "zinb", "atac": "bernoulli", "protein": "nb"}
+
+BatchKey = str | Sequence[str] | Mapping[str, str | Sequence[str]] | None
+
+
+def _existing(path: str | PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def read_h5mu(
+    path: str | PathLike,
+    likelihoods: Mapping[str, str] | None = None,
+    batch_key: BatchKey = None,
+    join: str = "strict",
+) -> MultiModality:
+    """Read an ``.h5mu`` file into a :class:`MultiModality`.
+
+    Likelihoods and batch keys stored by a previous ``write`` are used for the
+    modalities not named in ``likelihoods`` / ``batch_key``.
+    """
+    path = _existing(path, "h5mu file")
+    with no_pull():
+        mdata = md.read_h5mu(path)
+    return MultiModality(mdata, join=join, likelihoods=likelihoods, batch_key=batch_key)
+
+
+def read_h5ad(
+    path: str | PathLike | Mapping[str, str | PathLike],
+    likelihood: str | Mapping[str, str] | None = None,
+    batch_key: BatchKey = None,
+    join: str = "strict",
+) -> Modality | MultiModality:
+    """Read one ``.h5ad`` file into a :class:`Modality`, or ``{name: path}`` into a :class:`MultiModality`.
+
+    Parameters
+    ----------
+    path
+        One file, or one file per modality.
+    likelihood
+        For one file, the likelihood; for several, ``{name: likelihood}``. Left
+        out: the value stored in the file's ``uns``.
+    batch_key
+        Batch columns (or ``{name: columns}`` for several files).
+    join
+        How to match cells across several files; see :class:`MultiModality`.
+    """
+    if isinstance(path, Mapping):
+        adatas = {name: ad.read_h5ad(_existing(p, f"h5ad file of modality {name!r}")) for name, p in path.items()}
+        return MultiModality(adatas, join=join, likelihoods=likelihood, batch_key=batch_key)
+    return Modality(ad.read_h5ad(_existing(path, "h5ad file")), likelihood=likelihood, batch_key=batch_key)
+
+
+def _find(directory: Path, stems: Sequence[str]) -> Path:
+    for stem in stems:
+        for candidate in (directory / stem, directory / f"{stem}.gz"):
+            if candidate.exists():
+                return candidate
+    raise FileNotFoundError(f"10x folder {directory} has none of {[f'{s}[.gz]' for s in stems]}.")
+
+
+def _open(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    with _open(path) as handle:
+        return pd.read_csv(handle, sep="\t", header=None, dtype=str, keep_default_na=False)
+
+
+def _read_10x_folder(directory: str | PathLike) -> ad.AnnData:
+    """All features of one 10x folder as a cells x features CSR float32 AnnData."""
+    directory = _existing(directory, "10x folder")
+    with _open(_find(directory, ["matrix.mtx"])) as handle:
+        # 10x stores features x cells
+        counts = sp.csr_matrix(scipy.io.mmread(handle).T, dtype=np.float32)
+    barcodes = _read_tsv(_find(directory, ["barcodes.tsv"]))
+    features = _read_tsv(_find(directory, ["features.tsv", "genes.tsv"]))
+    if counts.shape != (len(barcodes), len(features)):
+        raise ValueError(
+            f"10x folder {directory}: matrix.mtx has {counts.shape[1]} features x {counts.shape[0]} cells but "
+            f"the tsv files list {len(features)} features and {len(barcodes)} barcodes."
+        )
+    # legacy genes.tsv has no type column and only holds gene expression
+    feature_type = features[2] if features.shape[1] > 2 else pd.Series("Gene Expression", index=features.index)
+    name = features[1] if features.shape[1] > 1 else features[0]
+    # symbols (not ids) as names so QC patterns such as '^mt-' match, made unique like scanpy does
+    var = pd.DataFrame({"gene_ids": features[0].to_numpy(), "feature_types": feature_type.to_numpy()},
+                       index=ad.utils.make_index_unique(pd.Index(name.to_numpy())))
+    return ad.AnnData(counts, obs=pd.DataFrame(index=barcodes[0].to_numpy()), var=var)
+
+
+def _split_by_type(adata: ad.AnnData, feature_types: Mapping[str, str], directory: object) -> dict[str, ad.AnnData]:
+    types = pd.unique(adata.var["feature_types"])
+    unknown = [t for t in types if t not in feature_types]
+    if unknown:
+        raise ValueError(
+            f"10x folder {directory}: no modality name for feature type(s) {unknown}; pass feature_types="
+            f"{{{unknown[0]!r}: 'name', ...}} (known: {dict(feature_types)})."
+        )
+    return {feature_types[t]: adata[:, (adata.var["feature_types"] == t).to_numpy()].copy() for t in types}
+
+
+def _default_likelihood(name: str, given: Mapping[str, str]) -> str:
+    if name in given:
+        return given[name]
+    if name in DEFAULT_LIKELIHOODS:
+        return DEFAULT_LIKELIHOODS[name]
+    raise ValueError(f"no default likelihood for modality {name!r}; pass likelihoods={{{name!r}: ...}}.")
+
+
+def read_10x(
+    directory: str | PathLike,
+    likelihoods: str | Mapping[str, str] | None = None,
+    batch_key: BatchKey = None,
+    feature_types: Mapping[str, str] | None = None,
+) -> Modality | MultiModality:
+    """Read a 10x Cell Ranger matrix folder.
+
+    The folder holds ``matrix.mtx[.gz]``, ``barcodes.tsv[.gz]`` and
+    ``features.tsv[.gz]`` (or legacy ``genes.tsv``). Feature symbols become the
+    ``var_names`` (made unique); ids and types are kept in ``var``.
+
+    Parameters
+    ----------
+    directory
+        The matrix folder.
+    likelihoods
+        A likelihood name (one feature type) or ``{modality: likelihood}``; left
+        out, ``DEFAULT_LIKELIHOODS`` by modality name.
+    batch_key
+        Batch columns (``obs`` is empty after reading: add them before training).
+    feature_types
+        Feature type -> modality name, overriding :data:`FEATURE_TYPES`.
+
+    Returns
+    -------
+    Modality | MultiModality
+        A :class:`Modality` for a single feature type, else a :class:`MultiModality`
+        with one modality per feature type.
+    """
+    names = {**FEATURE_TYPES, **(feature_types or {})}
+    parts = _split_by_type(_read_10x_folder(directory), names, directory)
+    given = {} if likelihoods is None else likelihoods
+    if len(parts) == 1:
+        ((name, adata),) = parts.items()
+        likelihood = given if isinstance(given, str) else _default_likelihood(name, given)
+        return Modality(adata, likelihood=likelihood, batch_key=batch_key, name=name)
+    if isinstance(given, str):
+        raise ValueError(
+            f"10x folder {directory} holds {len(parts)} feature types ({list(parts)}); pass likelihoods as "
+            "{modality: likelihood} instead of one name."
+        )
+    per_mod = {name: _default_likelihood(name, given) for name in parts}
+    return MultiModality(parts, likelihoods=per_mod, batch_key=batch_key)
+
+
+def read_10x_multi(
+    path: str | PathLike | Mapping[str, str | PathLike],
+    likelihoods: Mapping[str, str] | None = None,
+    batch_key: BatchKey = None,
+    join: str = "strict",
+    feature_types: Mapping[str, str] | None = None,
+) -> MultiModality:
+    """Read 10x folders into a :class:`MultiModality`, always.
+
+    ``path`` is one folder (one modality per feature type) or ``{name: folder}``
+    where each folder holds a single feature type, read under that name.
+    """
+    if not isinstance(path, Mapping):
+        read = read_10x(path, likelihoods=likelihoods, batch_key=batch_key, feature_types=feature_types)
+        return read if isinstance(read, MultiModality) else MultiModality({read.name: read})
+    given = likelihoods or {}
+    adatas = {}
+    for name, directory in path.items():
+        adata = _read_10x_folder(directory)
+        types = list(pd.unique(adata.var["feature_types"]))
+        if len(types) > 1:
+            raise ValueError(
+                f"10x folder {directory} for modality {name!r} holds several feature types {types}; pass the "
+                "folder itself (not in a dict) to split it into one modality per type."
+            )
+        adatas[name] = adata
+    per_mod = {name: _default_likelihood(name, given) for name in adatas}
+    return MultiModality(adatas, join=join, likelihoods=per_mod, batch_key=batch_key)
