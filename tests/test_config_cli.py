@@ -1,0 +1,73 @@
+"""YAML configuration errors and the `cavachon-like train` command end to end."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cavachon_like.cli import main
+from cavachon_like.config import ConfigError, load_config, validate_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+COMPONENTS = [{"name": "a", "modalities": ["atac"]}]
+
+
+def test_shipped_configs_validate(snare_path):
+    demo = load_config(CONFIGS / "demo.yaml")
+    assert demo["data"]["simulate"]["n_cells"] == 2000
+    snare = load_config(CONFIGS / "snare.yaml", {"data.path": str(snare_path)})
+    names = [c["name"] for c in snare["model"]["components"]]
+    assert names == ["atac", "rna"] and snare["model"]["components"][1]["parents"] == ["atac"]
+    assert snare["data"]["modalities"]["atac"]["likelihood"] == "bernoulli"
+    assert snare["data"]["modalities"]["rna"]["likelihood"] == "zinb"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model": {"components": COMPONENTS}, "trainig": {}}, r"trainig: unknown key; did you mean 'training'\?"),
+        ({"model": {"components": COMPONENTS}, "training": {"epochs": "ten"}}, r"training.epochs: expected int, got str"),
+        ({"model": {"components": COMPONENTS}, "training": {"epochs": True}}, r"training.epochs: expected int"),
+        ({"model": {"components": COMPONENTS}, "data": {"path": "nowhere.h5mu"}}, r"data.path: file not found"),
+        ({"model": {}}, r"model.components: required"),
+        ({"model": {"components": [{"name": "a"}]}}, r"model.components\[0\].modalities: required"),
+        ({"model": {"components": COMPONENTS}, "data": {"modalities": {"rna": {"likelihod": "zinb"}}}},
+         r"data.modalities.rna.likelihod: unknown key"),
+        ({"model": {"components": COMPONENTS}, "plugins": ["no_such_module_xyz"]}, r"plugins: cannot import"),
+    ],
+)
+def test_config_errors_name_the_key(config, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, base=tmp_path)
+
+
+def test_missing_config_file_and_cli_error_exit(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {"components": COMPONENTS}, "training": {"epochs": 0}}))
+    assert main(["train", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "training.epochs: must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_train_demo_writes_the_four_outputs(tmp_path):
+    config = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
+    config["data"]["simulate"].update(n_cells=400, n_atac=150, n_rna=80)
+    config["output"]["embedding"] = "pca"
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out), "--epochs", "2", "--seed", "5"]) == 0
+    for name in ("result.h5mu", "model.keras", "history.csv", "latent.png"):
+        assert (out / name).stat().st_size > 0, name
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["stage"].unique()) == ["atac", "rna"]
+    import mudata
+
+    result = mudata.read_h5mu(out / "result.h5mu")
+    for key in ("z_atac", "z_rna", "z_hat_atac", "z_hat_rna", "cluster_probabilities_rna"):
+        assert key in result.obsm, key
+    assert "cluster_atac" in result.obs and "run" in result.uns["cavachon_like"]
