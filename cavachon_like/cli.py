@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Quiet TensorFlow's C++ start-up chatter; must happen before it is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cavachon_like").setLevel(logging.INFO)
     from .config import ConfigError, load_config, train
 
     overrides = {}

@@ -10,7 +10,8 @@ from cavachon_like import CAVACHON
 
 def one_step(data, components, strategy, initial_weights=None):
     with strategy.scope():
-        model = CAVACHON.from_data(data, components, training="joint", seed=0)
+        # No GMM prior initialisation: the weight change must be the gradient step alone.
+        model = CAVACHON.from_data(data, components, training="joint", prior_warmup_epochs=0, seed=0)
         # Plain SGD: the update is -lr * gradient, so equal updates mean equal gradients.
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
     if initial_weights is not None:
@@ -27,7 +28,6 @@ def one_step(data, components, strategy, initial_weights=None):
 def test_mirrored_strategy_matches_single_device(small_data, small_components):
     assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest configures two logical CPUs"
     single, single_history, single_grads = one_step(small_data, small_components, tf.distribute.get_strategy())
-    initial = None
     # Both models start from the same weights: rebuild the single-device initial state.
     reference = CAVACHON.from_data(small_data, small_components, training="joint", seed=0)
     initial = reference.get_weights()

@@ -221,3 +221,18 @@ def test_sparse_input_never_densified_in_dataset(small_data, small_components):
     batch = next(iter(model.make_dataset(small_data, batch_size=16)))
     assert isinstance(batch["x"]["atac"], __import__("tensorflow").SparseTensor)
     assert sp.issparse(small_data.mod["atac"].X)
+
+
+def test_mixture_prior_is_initialised_from_posterior_means(small_data, small_components):
+    """After the warm-up epoch each stage's prior comes from a GMM fit, so many clusters are used."""
+    used = {}
+    for warmup in (0, 1):
+        model = make_model(small_data, small_components, prior_warmup_epochs=warmup)
+        initial = np.array(model.components["atac"].prior.means)
+        model.fit(small_data, epochs=2, batch_size=64, verbose=0)
+        probabilities = model.get_latent_representation(small_data)["cluster_probabilities_atac"]
+        used[warmup] = len(np.unique(probabilities.argmax(1)))
+        moved = np.abs(np.array(model.components["atac"].prior.means) - initial).max()
+        if warmup:
+            assert moved > 0.1  # replaced by the GMM means, not nudged by two epochs of Adam
+    assert used[1] >= 4 and used[1] > used[0], used

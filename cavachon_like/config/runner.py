@@ -45,6 +45,7 @@ def build_model(config: dict[str, Any], data: MultiModality) -> CAVACHON:
         components=config["model"]["components"],
         training=config["model"]["training"],
         progressive_epochs=config["model"]["progressive_epochs"],
+        prior_warmup_epochs=config["model"]["prior_warmup_epochs"],
         seed=config["seed"],
     )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(config["training"]["learning_rate"])))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from .prior import PRIORS, Prior, diagonal_gaussian_kl, diagonal_gaussian_log_prob
@@ -109,6 +110,27 @@ class MixtureGaussianPrior(Prior):
 
     def cluster_probabilities(self, z: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(self._log_joint(tf.cast(z, tf.float32)), axis=-1)
+
+    def initialize_from_samples(self, z: np.ndarray, seed: int | None = None) -> bool:
+        """Set ``pi``, ``mu`` and ``var`` from a diagonal GMM fitted to latent samples ``z``.
+
+        VaDE initialises its prior this way after pre-training; starting from random
+        means instead, the components nearest the data take all responsibility and
+        the rest never move, so only a handful of the K clusters end up used.
+        """
+        from sklearn.mixture import GaussianMixture
+
+        z = np.asarray(z, dtype=np.float64)
+        if len(z) < self._n_clusters:
+            return False
+        gmm = GaussianMixture(
+            self._n_clusters, covariance_type="diag", reg_covar=MIN_COMPONENT_VARIANCE, random_state=seed, max_iter=200
+        ).fit(z)
+        variances = np.maximum(gmm.covariances_ - MIN_COMPONENT_VARIANCE, 1e-6)
+        self.mixture_logits.assign(np.log(np.maximum(gmm.weights_, 1e-8)).astype(np.float32))
+        self.means.assign(gmm.means_.astype(np.float32))
+        self.raw_variances.assign(np.log(np.expm1(variances)).astype(np.float32))
+        return True
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_clusters": self._n_clusters, "seed": self.seed}

@@ -93,6 +93,14 @@ class Prior(keras.layers.Layer):
         """``p(c|z)``, ``(B, K)``; only mixture priors have clusters."""
         raise TypeError(f"{type(self).__name__} is not a mixture prior, so it has no cluster probabilities.")
 
+    def initialize_from_samples(self, z: Any, seed: int | None = None) -> bool:
+        """Data-dependent initialisation from latent samples ``z`` (cells x d).
+
+        Called once per training stage after a warm-up; returns whether the prior
+        changed. Priors without data-dependent parameters keep the default (no-op).
+        """
+        return False
+
     @staticmethod
     def _posterior(mean: tf.Tensor, var: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The posterior in float32, with its variance floored for the logs."""

@@ -13,7 +13,7 @@ import tensorflow as tf
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import set_seed
-from ..train import MODES, ProgressiveBlending, global_mean, merge_histories, training_plan
+from ..train import MODES, PriorInitialization, ProgressiveBlending, global_mean, merge_histories, training_plan
 from .graph import ComponentGraph
 
 COMPONENT_KEYS = {
@@ -71,6 +71,9 @@ class CAVACHON(keras.Model):
         ``"sequential"`` (default) or ``"joint"``.
     progressive_epochs
         Epochs over which a component with parents is blended in (0 disables).
+    prior_warmup_epochs
+        Epochs after which each stage's priors are initialised from the posterior
+        means (a GMM fit for the mixture prior, as in VaDE); 0 disables.
     seed
         Seeds weights and reparameterisation noise (see :func:`cavachon_like.set_seed`).
     """
@@ -81,6 +84,7 @@ class CAVACHON(keras.Model):
         components: Sequence[Mapping[str, Any]],
         training: str = "sequential",
         progressive_epochs: int = 5,
+        prior_warmup_epochs: int = 1,
         seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -98,6 +102,7 @@ class CAVACHON(keras.Model):
         )
         self.training_mode = training
         self.progressive_epochs = int(progressive_epochs)
+        self.prior_warmup_epochs = int(prior_warmup_epochs)
         self.seed = seed
         #: Sample z by reparameterisation in training (set False for a deterministic
         #: autoencoder pass, e.g. to compare gradients exactly across devices).
@@ -401,6 +406,8 @@ class CAVACHON(keras.Model):
             stage_callbacks = list(callbacks)
             if blend and self.training_mode == "sequential" and self.progressive_epochs > 0:
                 stage_callbacks.append(ProgressiveBlending(blend, min(self.progressive_epochs, max(epochs - 1, 0))))
+            if self.prior_warmup_epochs > 0:
+                stage_callbacks.append(PriorInitialization(stage, x, self.prior_warmup_epochs, seed=self.seed))
             if i > 0:
                 for callback in callbacks:
                     if isinstance(callback, keras.callbacks.CSVLogger):
@@ -455,6 +462,7 @@ class CAVACHON(keras.Model):
             "components": self.component_specs,
             "training": self.training_mode,
             "progressive_epochs": self.progressive_epochs,
+            "prior_warmup_epochs": self.prior_warmup_epochs,
             "seed": self.seed,
         }
 

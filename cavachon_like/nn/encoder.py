@@ -71,10 +71,16 @@ class Encoder(keras.layers.Layer):
         self.mean_head.build((None, self.body.units[-1]))
         self.variance_head.build((None, self.body.units[-1]))
 
-    def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        inputs = list(x) + ([batch] if self.condition_on_batch and batch is not None else [])
-        h = self.body(inputs)
+    def features(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None) -> tf.Tensor:
+        """The last hidden layer's output."""
+        return self.body(list(x) + ([batch] if self.condition_on_batch and batch is not None else []))
+
+    def gaussian(self, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Mean and variance heads on hidden features ``h``."""
         return self.mean_head(h), tf.nn.softplus(self.variance_head(h)) + self.min_variance
+
+    def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.gaussian(self.features(x, batch))
 
     def get_config(self) -> dict:
         return {
