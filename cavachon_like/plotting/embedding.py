@@ -16,5 +16,6 @@ def embed_2d(z: np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
     if method == "umap":
         import umap
 
-        return umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, len(z) - 1)).fit_transform(z)
+        # A seeded UMAP is single-threaded anyway; saying so keeps it from warning.
+        return umap.UMAP(n_components=2, random_state=seed, n_jobs=1, n_neighbors=min(15, len(z) - 1)).fit_transform(z)
     raise ValueError(f"unknown embedding method {method!r}; expected 'umap' or 'pca'.")
