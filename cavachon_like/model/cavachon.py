@@ -232,14 +232,22 @@ class CAVACHON(keras.Model):
         training: bool = False,
         sample: bool | None = None,
         components: Sequence[str] | None = None,
+        decode: bool = True,
     ) -> dict[str, dict[str, Any]]:
-        """Run ``components`` (default all) and their ancestors in topological order."""
+        """Run ``components`` (default all) and their ancestors in topological order.
+
+        Ancestors are only encoded (their latents feed the requested components);
+        the requested components are also decoded unless ``decode`` is False.
+        """
         sample = training if sample is None else sample
+        requested = set(components or self.graph.order)
         outputs: dict[str, dict[str, Any]] = {}
-        for name in self.graph.closure(components or self.graph.order):
+        for name in self.graph.closure(requested):
             component = self.components[name]
             parents = [outputs[p][component.conditioned_on] for p in component.parents]
-            outputs[name] = component(inputs["x"], inputs["batch"], parents, sample=sample)
+            outputs[name] = component(
+                inputs["x"], inputs["batch"], parents, sample=sample, decode=decode and name in requested
+            )
         return outputs
 
     def loss_terms(
@@ -286,7 +294,7 @@ class CAVACHON(keras.Model):
         return self._update_trackers(per_cell, terms)
 
     def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        outputs = self(data, training=False, sample=False)
+        outputs = self(data, training=False, sample=False, decode=False)
         result = {}
         for name, out in outputs.items():
             result[f"z_{name}"] = out["z_mean"]

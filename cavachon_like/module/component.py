@@ -128,14 +128,16 @@ class Component(keras.layers.Layer):
         batch: Mapping[str, tf.Tensor],
         parents: Sequence[tf.Tensor] = (),
         sample: bool = False,
+        decode: bool = True,
     ) -> dict[str, Any]:
-        """Encode, sample (when ``sample``), incorporate parents and decode.
+        """Encode, sample (when ``sample``), incorporate parents and (when ``decode``) decode.
 
-        Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)),
-        ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
+        Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)) and,
+        when decoding, ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
         """
         mods = self.modalities
-        encoded = [self.preprocessors[m](x[m]) for m in mods]
+        sizes = {m: library_size(x[m]) for m in mods}
+        encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
         all_batch = tf.concat([batch[m] for m in mods], axis=-1)
         z_mean, z_var = self.encoder(encoded, all_batch)
         if sample:
@@ -143,14 +145,11 @@ class Component(keras.layers.Layer):
         else:
             z = z_mean
         z_hat = self.hierarchical_encoder(z, parents)
-        return {
-            "z_mean": z_mean,
-            "z_var": z_var,
-            "z": z,
-            "z_hat": z_hat,
-            "raw": {m: self.decoders[m](z_hat, batch[m]) for m in mods},
-            "library_size": {m: library_size(x[m]) for m in mods},
-        }
+        outputs = {"z_mean": z_mean, "z_var": z_var, "z": z, "z_hat": z_hat}
+        if decode:
+            outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in mods}
+            outputs["library_size"] = sizes
+        return outputs
 
     def parameters_of(self, outputs: Mapping[str, Any]) -> dict[str, dict[str, tf.Tensor]]:
         """Constrained likelihood parameters for each modality."""

@@ -60,12 +60,13 @@ class Preprocessor(keras.layers.Layer):
         super().__init_subclass__(**kwargs)
         register_subclass(PREPROCESSORS, cls)
 
-    def call(self, x: tf.Tensor | tf.SparseTensor) -> tf.Tensor | tf.SparseTensor:
+    def call(self, x: tf.Tensor | tf.SparseTensor, library: tf.Tensor | None = None) -> tf.Tensor | tf.SparseTensor:
+        """Transform ``x``; ``library`` is its library size when the caller already has it."""
         if self.transform == "binarize":
             return _map_values(x, lambda v: tf.cast(v > 0, v.dtype))
         if self.transform == "identity":
             return x
-        scale = self.target_sum / tf.maximum(library_size(x), 1.0)
+        scale = self.target_sum / tf.maximum(library_size(x) if library is None else library, 1.0)
         if isinstance(x, tf.SparseTensor):
             per_value = tf.gather(tf.squeeze(scale, -1), x.indices[:, 0])
             return tf.SparseTensor(x.indices, tf.math.log1p(x.values * per_value), x.dense_shape)

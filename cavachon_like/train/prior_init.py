@@ -41,7 +41,7 @@ class PriorInitialization(keras.callbacks.Callback):
             return
         means: dict[str, list[np.ndarray]] = {c: [] for c in self.components}
         for batch in self.dataset.take(self.max_batches):
-            outputs = self.model(batch, training=False, components=self.components)
+            outputs = self.model(batch, training=False, components=self.components, decode=False)
             for c in self.components:
                 means[c].append(np.asarray(outputs[c]["z_mean"]))
         for c in self.components:
