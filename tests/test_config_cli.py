@@ -1,7 +1,6 @@
 """YAML configuration errors and the `cavachon-like train` command end to end."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from ..data import MultiModality
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import set_seed
@@ -36,12 +37,6 @@ def _check_keys(kind: str, name: str, spec: Mapping[str, Any], allowed: set[str]
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ValueError(f"{kind} {name!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
-
-
-def _is_multimodality(x: Any) -> bool:
-    from ..data import MultiModality
-
-    return isinstance(x, MultiModality)
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -396,7 +391,7 @@ class CAVACHON(keras.Model):
         """
         if y is not None:
             raise ValueError("CAVACHON is unsupervised; pass only `x`.")
-        if _is_multimodality(x):
+        if isinstance(x, MultiModality):
             self.check_data(x)
             train_idx = val_idx = None
             if validation_split:
@@ -406,7 +401,7 @@ class CAVACHON(keras.Model):
             x = self.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx)
         elif validation_split:
             raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
-        if _is_multimodality(validation_data):
+        if isinstance(validation_data, MultiModality):
             validation_data = self.make_dataset(validation_data, batch_size=batch_size)
         callbacks = list(callbacks or [])
         stages = []
