@@ -98,3 +98,23 @@ def test_written_and_read_back(data, tmp_path):
     assert back.modality("rna").likelihood == "zinb" and back.modality("atac").batch_key == ["batch"]
     assert (back.modality("atac").X != data.modality("atac").X).nnz == 0
     np.testing.assert_array_equal(back.obsm["true_parent"], data.obsm["true_parent"])
+
+
+def test_child_parent_types_confine_child_variation():
+    data = simulate(n_cells=400, n_atac=30, n_rna=20, child_parent_types=[0], seed=4)
+    counts = data.obs["cell_type"].value_counts()
+    assert counts["P0_C1"] > 0 and counts["P0_C0"] > 0
+    assert all(counts[f"P{p}_C1"] == 0 for p in (1, 2, 3))
+    with pytest.raises(ValueError, match="child_parent_types"):
+        simulate(n_cells=10, child_parent_types=[7])
+
+
+def test_atac_sampling_is_chunked_yet_identical(monkeypatch):
+    import cavachon_like.data.simulate as module
+
+    whole = simulate(n_cells=60, n_atac=50, n_rna=10, seed=5).mod["atac"].X
+    monkeypatch.setattr(module, "_CHUNK_ENTRIES", 120)  # 2 cells per chunk
+    chunked = simulate(n_cells=60, n_atac=50, n_rna=10, seed=5).mod["atac"].X
+    assert (whole != chunked).nnz == 0
+    sparse = simulate(n_cells=200, n_atac=400, n_rna=10, atac_bias=-5.5, seed=5).mod["atac"].X
+    assert 0.002 < sparse.nnz / (200 * 400) < 0.05
