@@ -110,8 +110,10 @@ def test_child_parent_types_confine_child_variation():
 
 
 def test_atac_sampling_is_chunked_yet_identical(monkeypatch):
-    import cavachon_like.data.simulate as module
+    import importlib
 
+    # the package re-exports the function under the module's name
+    module = importlib.import_module("cavachon_like.data.simulate")
     whole = simulate(n_cells=60, n_atac=50, n_rna=10, seed=5).mod["atac"].X
     monkeypatch.setattr(module, "_CHUNK_ENTRIES", 120)  # 2 cells per chunk
     chunked = simulate(n_cells=60, n_atac=50, n_rna=10, seed=5).mod["atac"].X
