@@ -92,6 +92,16 @@ class Likelihood:
         """Expected value of :meth:`target` under the distribution, ``(B, F)``."""
         return self.distribution(params).mean()
 
+    def normalized_mean(self, raw: dict[str, tf.Tensor], scale: float = 1e4) -> tf.Tensor:
+        """Expected value at a common library size ``scale``, comparable across cells, ``(B, F)``.
+
+        Analyses (attribution, differential analysis) compare cells through this
+        value: for count likelihoods it is the expected count per ``scale`` total
+        counts; likelihoods without library size ignore ``scale``.
+        """
+        library = tf.fill(tf.stack([tf.shape(next(iter(raw.values())))[0], 1]), float(scale))
+        return self.mean(self.constrain(raw, library))
+
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments, for :meth:`from_config`."""
         return {}

@@ -231,11 +231,13 @@ class CAVACHON(keras.Model):
         sample: bool | None = None,
         components: Sequence[str] | None = None,
         decode: bool = True,
+        noise: Mapping[str, tf.Tensor] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Run ``components`` (default all) and their ancestors in topological order.
 
         Ancestors are only encoded (their latents feed the requested components);
         the requested components are also decoded unless ``decode`` is False.
+        ``noise`` maps component names to standard normal draws used when sampling.
         """
         sample = training if sample is None else sample
         requested = set(components or self.graph.order)
@@ -244,7 +246,12 @@ class CAVACHON(keras.Model):
             component = self.components[name]
             parents = [outputs[p][component.conditioned_on] for p in component.parents]
             outputs[name] = component(
-                inputs["x"], inputs["batch"], parents, sample=sample, decode=decode and name in requested
+                inputs["x"],
+                inputs["batch"],
+                parents,
+                sample=sample,
+                decode=decode and name in requested,
+                noise=None if noise is None else noise.get(name),
             )
         return outputs
 

@@ -129,8 +129,12 @@ class Component(keras.layers.Layer):
         parents: Sequence[tf.Tensor] = (),
         sample: bool = False,
         decode: bool = True,
+        noise: tf.Tensor | None = None,
     ) -> dict[str, Any]:
         """Encode, sample (when ``sample``), incorporate parents and (when ``decode``) decode.
+
+        ``noise`` (standard normal, (B, d)) replaces the layer's own draws when
+        sampling, so that analyses can draw reproducible posterior samples.
 
         Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)) and,
         when decoding, ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
@@ -141,7 +145,9 @@ class Component(keras.layers.Layer):
         all_batch = tf.concat([batch[m] for m in mods], axis=-1)
         z_mean, z_var = self.encoder(encoded, all_batch)
         if sample:
-            z = z_mean + tf.sqrt(z_var) * keras.random.normal(tf.shape(z_mean), seed=self.noise)
+            if noise is None:
+                noise = keras.random.normal(tf.shape(z_mean), seed=self.noise)
+            z = z_mean + tf.sqrt(z_var) * tf.cast(noise, z_mean.dtype)
         else:
             z = z_mean
         z_hat = self.hierarchical_encoder(z, parents)
