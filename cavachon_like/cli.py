@@ -1,4 +1,9 @@
-"""Command-line interface: ``cavachon-like train CONFIG [--data PATH] [--out DIR] [--epochs N] [--seed S]``."""
+"""Command-line interface.
+
+``cavachon-like train CONFIG [--data PATH] [--out DIR] [--epochs N] [--seed S]`` trains a model;
+``cavachon-like analyze RUN_DIR [options]`` adds clustering, metrics, attribution, differential
+analysis and GSEA tables and figures to the folder ``train`` wrote.
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +22,31 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     train.add_argument("--epochs", type=int, help="epochs per training stage")
     train.add_argument("--seed", type=int, help="seed for everything (weights, noise, shuffling, splits)")
+
+    analyze = commands.add_parser("analyze", help="analyse a training run: tables (CSV) and figures (PNG)")
+    analyze.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
+    analyze.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
+    analyze.add_argument("--label-key", help="obs column of cell annotations (default: the run's data.label_key)")
+    analyze.add_argument("--groupby", help="obs column whose groups the differential analysis compares "
+                         "(default: the label key; e.g. cluster_rna for the model's own clusters)")
+    analyze.add_argument("--group", action="append", dest="groups",
+                         help="group compared against the rest (repeatable; default: every group)")
+    analyze.add_argument("--reference", help="compare against this group instead of all other cells")
+    analyze.add_argument("--modality", action="append", dest="modalities",
+                         help="modality of the differential analysis (repeatable; default: count modalities, i.e. genes)")
+    analyze.add_argument("--samples", type=int, default=2000, dest="n_samples",
+                         help="Monte Carlo pairs per comparison (default: 2000)")
+    analyze.add_argument("--delta", type=float, default=0.0, help="log2 fold-change margin of the hypotheses")
+    analyze.add_argument("--gene-sets", help="GMT file for GSEA (e.g. ../shared/data/genesets/...); none: no GSEA")
+    analyze.add_argument("--upper-case", action="store_true", help="upper-case gene symbols (mouse -> human sets)")
+    analyze.add_argument("--permutations", type=int, default=1000, help="GSEA permutations (default: 1000)")
+    analyze.add_argument("--steps", type=int, default=50, help="integrated-gradient steps (default: 50)")
+    analyze.add_argument("--baseline", choices=["mean", "zero"], default="mean",
+                         help="attribution baseline: population-mean latent (default) or the paper's blend-out")
+    analyze.add_argument("--no-attribution", action="store_false", dest="attribution",
+                         help="skip the conditional attribution")
+    analyze.add_argument("--embedding", choices=["umap", "pca"], default="umap", help="2-D embedding of the plots")
+    analyze.add_argument("--seed", type=int, help="seed (default: the run's)")
     return parser
 
 
@@ -26,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cavachon_like").setLevel(logging.INFO)
+    if args.command == "analyze":
+        return _analyze(args)
     from .config import ConfigError, load_config, train
 
     overrides = {}
@@ -45,6 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in result["paths"].items():
         print(f"{name}: {path}")
     print(f"trained in {result['train_seconds']:.1f} s")
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis.report import AnalysisOptions, analyze_run
+
+    fields = ("label_key", "groupby", "groups", "reference", "modalities", "n_samples", "delta", "gene_sets",
+              "upper_case", "permutations", "steps", "baseline", "attribution", "embedding", "seed")
+    options = AnalysisOptions(**{name: getattr(args, name) for name in fields})
+    try:
+        written = analyze_run(args.run_dir, args.out, options)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"cavachon-like: error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
     return 0
 
 

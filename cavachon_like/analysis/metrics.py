@@ -11,7 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples
+from sklearn.metrics import (
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    silhouette_samples,
+)
 from sklearn.neighbors import NearestNeighbors
 
 #: Silhouettes are quadratic in the number of cells; above this many they use a
@@ -198,7 +202,7 @@ def evaluate_latent(
     result["label_silhouette"] = label_silhouette(latent, labels, seed=seed)
     if clusters is not None:
         result.update({f"cluster_{key}": value for key, value in cluster_agreement(clusters, labels).items()})
-        result["n_clusters"] = int(len(np.unique(np.asarray(clusters).astype(str))))
+        result["n_clusters"] = len(np.unique(np.asarray(clusters).astype(str)))
     if batch is not None:
         result["batch_silhouette"] = batch_silhouette(latent, batch, labels, seed=seed)
         result["ilisi"] = ilisi(latent, batch)

@@ -53,6 +53,7 @@ class ComponentGraph:
             raise ValueError("invalid component graph:\n  - " + "\n  - ".join(errors))
         self._parents = resolved
         self._modalities = {c: list(m) for c, m in modalities.items()}
+        self._owner = owner
         sorter = graphlib.TopologicalSorter()
         for component in modalities:
             sorter.add(component, *self._parents.get(component, []))
@@ -71,6 +72,12 @@ class ComponentGraph:
 
     def modalities(self, component: str) -> list[str]:
         return list(self._modalities[component])
+
+    def component_of(self, modality: str) -> str:
+        """The component that holds ``modality``."""
+        if modality not in self._owner:
+            raise KeyError(f"no component holds modality {modality!r}; modalities: {sorted(self._owner)}.")
+        return self._owner[modality]
 
     def ancestors(self, component: str) -> list[str]:
         """All ancestors, in topological order."""

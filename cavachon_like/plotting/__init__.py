@@ -1,5 +1,16 @@
 """Plots."""
+from .clustering import plot_attribution_by_cluster, plot_neighbourhood
+from .differential import plot_volcano
 from .embedding import embed_2d
+from .enrichment import plot_pathways, plot_running_score
 from .latent import plot_latents
 
-__all__ = ["embed_2d", "plot_latents"]
+__all__ = [
+    "embed_2d",
+    "plot_attribution_by_cluster",
+    "plot_latents",
+    "plot_neighbourhood",
+    "plot_pathways",
+    "plot_running_score",
+    "plot_volcano",
+]

@@ -7,11 +7,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .embedding import embed_2d  # noqa: E402
+from .embedding import embed_2d
 
 
 def _column(data: Any, key: str) -> pd.Series:
