@@ -52,7 +52,7 @@ def test_missing_config_file_and_cli_error_exit(tmp_path, capsys):
     assert "training.epochs: must be at least 1" in capsys.readouterr().err
 
 
-def test_cli_train_demo_writes_the_four_outputs(tmp_path):
+def test_cli_train_then_analyze(tmp_path, capsys):
     config = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
     config["data"]["simulate"].update(n_cells=400, n_atac=150, n_rna=80)
     config["output"]["embedding"] = "pca"
@@ -70,3 +70,26 @@ def test_cli_train_demo_writes_the_four_outputs(tmp_path):
     for key in ("z_atac", "z_rna", "z_hat_atac", "z_hat_rna", "cluster_probabilities_rna"):
         assert key in result.obsm, key
     assert "cluster_atac" in result.obs and "run" in result.uns["cavachon_like"]
+
+    # analyze reads the run folder and adds tables and figures
+    gmt = tmp_path / "sets.gmt"
+    genes = list(result.mod["rna"].var_names)
+    gmt.write_text("".join(f"SET{i}\tdesc\t" + "\t".join(genes[i * 20:(i + 1) * 20]) + "\n" for i in range(4)))
+    analysis = tmp_path / "analysis"
+    args = ["analyze", str(out), "--out", str(analysis), "--group", "P0_C1", "--samples", "200", "--steps", "4",
+            "--permutations", "20", "--embedding", "pca", "--gene-sets", str(gmt)]
+    assert main(args) == 0
+    for name in ("clusters_rna.csv", "cluster_summary_rna.csv", "metrics.csv", "neighbourhood_z_hat_rna.csv",
+                 "neighbourhood.png", "attribution_rna.csv", "attribution_by_cluster_rna.png", "de_rna_P0_C1.csv",
+                 "volcano_rna_P0_C1.png", "gsea_rna_P0_C1.csv", "gsea_rna_P0_C1.png", "gsea_running_rna_P0_C1.png",
+                 "latent_atac.png", "latent_rna.png"):
+        assert (analysis / name).stat().st_size > 0, name
+    metrics = pd.read_csv(analysis / "metrics.csv", index_col=0)
+    assert list(metrics.index) == ["z_atac", "z_rna", "z_hat_rna", "z_atac+rna"]
+    de = pd.read_csv(analysis / "de_rna_P0_C1.csv", index_col=0)
+    assert len(de) == len(genes) and {"bayes_factor_a_gt_b", "lfc_mean", "significant"} <= set(de.columns)
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--group", "nope", "--out", str(analysis)]) == 2
+    assert "has no group ['nope']" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "lacks ['result.h5mu', 'model.keras']" in capsys.readouterr().err
