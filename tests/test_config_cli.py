@@ -80,7 +80,7 @@ def test_cli_train_then_analyze(tmp_path, capsys):
             "--permutations", "20", "--embedding", "pca", "--gene-sets", str(gmt)]
     assert main(args) == 0
     for name in ("clusters_rna.csv", "cluster_summary_rna.csv", "metrics.csv", "neighbourhood_z_hat_rna.csv",
-                 "neighbourhood.png", "attribution_rna.csv", "attribution_by_cluster_rna.png", "de_rna_P0_C1.csv",
+                 "neighbourhood.png", "attribution_rna.csv", "attribution_by_cluster_rna.png", "attribution_by_label_rna.csv", "de_rna_P0_C1.csv",
                  "volcano_rna_P0_C1.png", "gsea_rna_P0_C1.csv", "gsea_rna_P0_C1.png", "gsea_running_rna_P0_C1.png",
                  "latent_atac.png", "latent_rna.png"):
         assert (analysis / name).stat().st_size > 0, name

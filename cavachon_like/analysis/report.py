@@ -153,7 +153,7 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
     Returns the paths written. Writes, per component ``c`` with a mixture prior,
     ``clusters_<c>.csv`` (and ``cluster_summary_<c>.csv`` with labels); per latent,
     ``neighbourhood_<latent>.csv`` and one ``metrics.csv``; per component with
-    parents, ``attribution_<c>.csv`` and ``attribution_by_cluster_<c>.csv``; per
+    parents, ``attribution_<c>.csv`` and ``attribution_by_{cluster,label}_<c>.csv``; per
     compared group and modality, ``de_<modality>_<group>.csv``, a volcano plot and,
     with gene sets, ``gsea_<group>.csv`` with its figures; and ``latent_<c>.png``.
     """
@@ -221,14 +221,15 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
             for m in model.graph.modalities(c):
                 data.obs[f"attribution_{c}_{m}"] = scores[m].to_numpy()
                 score_columns[c].append(f"attribution_{c}_{m}")
-            groups = clusters.get(c, labels)
-            if groups is None:
-                continue
-            summary = attribution_by_cluster(scores, groups)
-            _write(summary, out / f"attribution_by_cluster_{c}.csv", written)
+            # by the component's own clusters (paper Fig. 4) and, with annotations, by label
             first = model.graph.modalities(c)[0]
-            _save(plot_attribution_by_cluster(summary, f"{first}_mean", title=f"conditional attribution of z_{c}"),
-                  out / f"attribution_by_cluster_{c}.png", written)
+            for kind, groups in (("cluster", clusters.get(c)), ("label", labels)):
+                if groups is None:
+                    continue
+                summary = attribution_by_cluster(scores, groups)
+                _write(summary, out / f"attribution_by_{kind}_{c}.csv", written)
+                _save(plot_attribution_by_cluster(summary, f"{first}_mean", title=f"conditional attribution of z_{c}"),
+                      out / f"attribution_by_{kind}_{c}.png", written)
 
     # 4. differential analysis and GSEA
     groupby = options.groupby or options.label_key
