@@ -34,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--reference", help="compare against this group instead of all other cells")
     analyze.add_argument("--modality", action="append", dest="modalities",
                          help="modality of the differential analysis (repeatable; default: count modalities, i.e. genes)")
-    analyze.add_argument("--samples", type=int, default=2000, dest="n_samples",
-                         help="Monte Carlo pairs per comparison (default: 2000)")
+    analyze.add_argument("--samples", type=int, default=5000, dest="n_samples",
+                         help="Monte Carlo pairs per comparison (default: 5000)")
     analyze.add_argument("--delta", type=float, default=0.0, help="log2 fold-change margin of the hypotheses")
     analyze.add_argument("--gene-sets", help="GMT file for GSEA (e.g. ../shared/data/genesets/...); none: no GSEA")
     analyze.add_argument("--upper-case", action="store_true", help="upper-case gene symbols (mouse -> human sets)")

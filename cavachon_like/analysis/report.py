@@ -66,7 +66,7 @@ class AnalysisOptions:
     groups: Sequence[str] | None = None
     reference: str | None = None
     modalities: Sequence[str] | None = None
-    n_samples: int = 2000
+    n_samples: int = 5000
     delta: float = 0.0
     gene_sets: str | None = None
     upper_case: bool = False
