@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 Gather = Callable[[tf.Tensor], Any]
 
+#: Batches gathered in parallel and kept ready. Gathering a batch is one ragged
+#: gather (about a millisecond), so two of each keep any training step fed.
+PARALLEL_BATCHES = 2
+
 
 def row_gather(x: Any, sparse: bool = True) -> Gather:
     """A function mapping a batch of row positions to those rows of ``x``.
@@ -137,5 +141,12 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(gather, num_parallel_calls=PARALLEL_BATCHES, deterministic=True)
+    ds = ds.prefetch(PARALLEL_BATCHES)
+    # No tf.data autotuning: its model thread lives with each iterator, Keras makes a new
+    # iterator every epoch, and destroying the old one waits for that thread, which
+    # stalled the first step of later epochs by 2-5 s (and the thread took CPU from
+    # training). Fixed parallelism is enough for a pipeline this cheap.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
