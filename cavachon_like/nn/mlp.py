@@ -6,6 +6,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from .sparse import sparse_dense_matmul
+
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class MLP(keras.layers.Layer):
@@ -14,7 +16,8 @@ class MLP(keras.layers.Layer):
     The first layer takes a *list* of inputs and sums one projection per input,
     which equals a dense layer on their concatenation but lets each input stay in
     its own format: a ``tf.SparseTensor`` count matrix is multiplied sparse x dense
-    (cost grows with non-zeros) instead of being densified for a concatenation.
+    (cost grows with non-zeros; :func:`~cavachon_like.nn.sparse.sparse_dense_matmul`)
+    instead of being densified for a concatenation.
 
     Parameters
     ----------
@@ -81,7 +84,11 @@ class MLP(keras.layers.Layer):
         for projection, x in zip(self.input_projections, inputs):
             if x.shape[-1] == 0:
                 continue
-            h = h + projection(x)
+            if isinstance(x, tf.SparseTensor):
+                # The projection has no bias or activation, so this is projection(x).
+                h = h + sparse_dense_matmul(x, tf.convert_to_tensor(projection.kernel))
+            else:
+                h = h + projection(x)
         h = self._finish(h, 0)
         for i, layer in enumerate(self.hidden, start=1):
             h = self._finish(layer(h), i)
