@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", action="store_true", help="time the parts of a step instead of training")
     parser.add_argument("--repeats", type=int, default=10, help="calls per part with --parts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype-policy", default=None,
+                        help="Keras dtype policy for the model, e.g. mixed_float16 (GPU) or mixed_bfloat16")
     args = parser.parse_args(argv)
 
     import cavachon_like
@@ -115,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
 
     require_file(args.data)
     print(f"cavachon_like from {Path(cavachon_like.__file__).parent}")
+    if args.dtype_policy:
+        import keras
+
+        keras.mixed_precision.set_global_policy(args.dtype_policy)
+        print(f"dtype policy {args.dtype_policy}")
     config = snare_config(args.data, args.epochs, args.variant)
     seed_everything(args.seed)
     data = load_data(config["data"], seed=args.seed)

@@ -34,3 +34,23 @@ def test_fused_replaces_only_plain_adam():
     assert not isinstance(fused(keras.optimizers.Adam(amsgrad=True)), FusedAdam)
     sgd = keras.optimizers.SGD()
     assert fused(sgd) is sgd
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_trains_and_returns_float32_latents(mixed_bfloat16):
+    import cavachon_like as cl
+
+    data = cl.simulate(n_cells=300, n_atac=200, n_rna=80, seed=0)
+    components = [{"name": "atac", "modalities": ["atac"]}, {"name": "rna", "modalities": ["rna"], "parents": ["atac"]}]
+    model = cl.CAVACHON.from_data(data, components, seed=0)
+    model.compile()
+    history = model.fit(data, epochs=1, batch_size=100, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    latents = model.get_latent_representation(data)
+    assert latents["z_rna"].dtype == np.float32 and np.isfinite(latents["z_rna"]).all()

@@ -303,8 +303,9 @@ class CAVACHON(keras.Model):
         outputs = self(data, training=False, sample=False, decode=False)
         result = {}
         for name, out in outputs.items():
-            result[f"z_{name}"] = out["z_mean"]
-            result[f"z_hat_{name}"] = out["z_hat"]
+            # float32 whatever the dtype policy: under mixed precision layers return float16
+            result[f"z_{name}"] = tf.cast(out["z_mean"], tf.float32)
+            result[f"z_hat_{name}"] = tf.cast(out["z_hat"], tf.float32)
             if getattr(self.components[name].prior, "n_clusters", None):
                 result[f"cluster_probabilities_{name}"] = self.components[name].prior.cluster_probabilities(
                     out["z_mean"]
@@ -319,6 +320,11 @@ class CAVACHON(keras.Model):
         because XLA cannot compile the sparse-dense products of sparse inputs.
         A plain Keras Adam trains as :class:`~cavachon_like.train.optimizers.FusedAdam`
         (the same update in one fused kernel); the compile config keeps the Adam.
+
+        Mixed precision (for GPUs): set the policy before building the model,
+        ``keras.mixed_precision.set_global_policy("mixed_float16")``; Keras then wraps
+        the optimizer for loss scaling. Likelihoods, priors and the sparse products
+        stay in float32.
         """
         if loss is not None:
             raise ValueError("CAVACHON computes its own loss (the negative ELBO); do not pass `loss` to compile().")

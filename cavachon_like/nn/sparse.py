@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-#: Kernel dtypes that TensorFlow's CSR matrix product supports; others (float16 under
-#: mixed precision) use ``tf.sparse.sparse_dense_matmul``.
+#: Kernel dtypes that TensorFlow's CSR matrix product supports; others (float16 and
+#: bfloat16 under mixed precision) are multiplied in float32 and cast back.
 CSR_DTYPES = (tf.float32, tf.float64)
 
 
@@ -31,7 +31,9 @@ def sparse_dense_matmul(x: tf.SparseTensor, kernel: tf.Tensor) -> tf.Tensor:
         Dense weights with ``x.shape[-1]`` rows.
     """
     if kernel.dtype not in CSR_DTYPES:
-        return tf.sparse.sparse_dense_matmul(tf.cast(x, kernel.dtype), kernel)
+        # half-precision sparse products have no CSR kernel and the SparseTensor one is
+        # several times slower; float32 accumulation is also what mixed precision wants
+        return tf.cast(sparse_dense_matmul(x, tf.cast(kernel, tf.float32)), kernel.dtype)
     x = tf.sparse.reorder(tf.cast(x, kernel.dtype))
     indices, dense_shape = x.indices, x.dense_shape
 
