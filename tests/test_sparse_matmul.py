@@ -50,3 +50,21 @@ def test_float16_kernel_falls_back():
     kernel = tf.constant(np.random.default_rng(4).normal(size=(8, 3)), tf.float16)
     expected = tf.sparse.to_dense(x).numpy() @ kernel.numpy().astype(np.float32)
     np.testing.assert_allclose(sparse_dense_matmul(x, kernel).numpy().astype(np.float32), expected, rtol=1e-2, atol=1e-2)
+
+
+def test_bernoulli_log_prob_of_sparse_counts_equals_dense():
+    from cavachon_like.distributions import Bernoulli
+
+    rng = np.random.default_rng(5)
+    counts = ((rng.random((6, 40)) < 0.2) * rng.integers(1, 4, (6, 40))).astype(np.float32)
+    counts[0] = 0.0  # a cell without counts
+    logits = tf.Variable(rng.normal(size=(6, 40)).astype(np.float32))
+    likelihood = Bernoulli()
+    results = []
+    for x in (tf.constant(counts), tf.sparse.from_dense(counts)):
+        with tf.GradientTape() as tape:
+            log_prob = likelihood.log_prob(x, {"logits": logits})
+            total = tf.reduce_sum(log_prob)
+        results.append((log_prob.numpy(), tape.gradient(total, logits).numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-6, atol=1e-6)

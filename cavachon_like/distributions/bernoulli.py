@@ -21,6 +21,7 @@ class Bernoulli(Likelihood):
     alias = "bernoulli"
     parameters = ("logits",)
     input_transform = "binarize"
+    accepts_sparse = True
 
     def constrain(self, raw: dict[str, tf.Tensor], library_size: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         (logits,) = float32_heads(raw, self.parameters)
@@ -34,8 +35,14 @@ class Bernoulli(Likelihood):
     def target(self, x: tf.Tensor) -> tf.Tensor:
         return tf.cast(x > 0, tf.float32)
 
-    def log_prob(self, x: tf.Tensor, params: dict[str, tf.Tensor]) -> tf.Tensor:
+    def log_prob(self, x: tf.Tensor | tf.SparseTensor, params: dict[str, tf.Tensor]) -> tf.Tensor:
         # log p(x) = x l - softplus(l) for x in {0, 1}, the value TFP's Bernoulli gives, in
-        # two passes over the (B, F) logits instead of TFP's several (ATAC has ~20k features).
+        # fewer passes over the (B, F) logits (ATAC has ~20k features). For sparse x the
+        # x l term only visits the non-zeros, so x is never densified.
         logits = params["logits"]
-        return tf.reduce_sum(self.target(x) * logits - tf.nn.softplus(logits), axis=-1)
+        log_normalizer = tf.reduce_sum(tf.nn.softplus(logits), axis=-1)
+        if isinstance(x, tf.SparseTensor):
+            hits = tf.gather_nd(logits, x.indices) * self.target(x.values)
+            n_rows = tf.shape(logits, out_type=x.indices.dtype)[0]
+            return tf.math.unsorted_segment_sum(hits, x.indices[:, 0], n_rows) - log_normalizer
+        return tf.reduce_sum(self.target(x) * logits, axis=-1) - log_normalizer

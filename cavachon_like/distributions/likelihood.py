@@ -40,12 +40,16 @@ class Likelihood:
         ``"log1p_normalize"``, ``"binarize"`` or ``"identity"``.
     uses_library_size
         Whether :meth:`constrain` scales the mean by the observed library size.
+    accepts_sparse
+        Whether :meth:`log_prob` takes a ``tf.SparseTensor`` batch as it is (else the
+        model densifies the batch first).
     """
 
     alias: ClassVar[str]
     parameters: ClassVar[tuple[str, ...]]
     input_transform: ClassVar[str] = "identity"
     uses_library_size: ClassVar[bool] = False
+    accepts_sparse: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

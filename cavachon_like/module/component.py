@@ -169,11 +169,15 @@ class Component(keras.layers.Layer):
         ``kl`` is E_q(c|x)[KL(q(z|x) || p(z|c))] + KL(q(c|x) || p(c)) with the
         optimal q(c|x) of Eq. S5 for the mixture prior (Appendix A, B). Counts are
         densified here, one batch at a time, because every entry (zeros included)
-        enters the likelihood.
+        enters the likelihood, unless the likelihood takes sparse input itself
+        (``accepts_sparse``, e.g. Bernoulli).
         """
         params = self.parameters_of(outputs)
         kl, _ = self.prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
-        nll = {m: -self.likelihoods[m].log_prob(_dense(x[m]), params[m]) for m in self.modalities}
+        nll = {
+            m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]), params[m])
+            for m in self.modalities
+        }
         return {"kl": kl, "nll": nll}
 
     def get_config(self) -> dict:
