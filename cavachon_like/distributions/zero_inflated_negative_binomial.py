@@ -5,7 +5,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from .likelihood import Likelihood, float32_heads
-from .negative_binomial import negative_binomial, negative_binomial_parameters
+from .negative_binomial import (
+    negative_binomial,
+    negative_binomial_log_prob,
+    negative_binomial_parameters,
+)
 
 tfd = tfp.distributions
 
@@ -57,12 +61,13 @@ class ZeroInflatedNegativeBinomial(Likelihood):
         # to 1; these log-space closed forms stay finite, with their gradients, for any logits.
         x = self.target(x)
         dropout_logits = params["dropout_logits"]
-        nb = negative_binomial(params["log_mean"], params["dispersion"])
+        dispersion = params["dispersion"]
         # log NB(0) = theta * log(theta / (theta + mu)) = theta * log_sigmoid(-nb_logits).
-        log_nb_zero = params["dispersion"] * tf.math.log_sigmoid(-nb.logits)
+        log_nb_zero = dispersion * tf.math.log_sigmoid(tf.math.log(dispersion) - params["log_mean"])
         # log(pi + (1 - pi) NB(0)) = softplus(log NB(0) - l) - softplus(-l) for pi = sigmoid(l).
         log_zero = tf.nn.softplus(log_nb_zero - dropout_logits) - tf.nn.softplus(-dropout_logits)
-        log_non_zero = tf.math.log_sigmoid(-dropout_logits) + nb.log_prob(x)
+        log_nb = negative_binomial_log_prob(x, params["log_mean"], dispersion, log_zero=log_nb_zero)
+        log_non_zero = tf.math.log_sigmoid(-dropout_logits) + log_nb
         return tf.reduce_sum(tf.where(x == 0, log_zero, log_non_zero), axis=-1)
 
     def mean(self, params: dict[str, tf.Tensor]) -> tf.Tensor:
