@@ -48,12 +48,14 @@ def row_gather(x: Any, sparse: bool = True) -> Gather:
         csr = csr.copy()
         csr.sum_duplicates()
     row_splits = tf.constant(csr.indptr, dtype=tf.int64)
-    columns = tf.RaggedTensor.from_row_splits(tf.constant(csr.indices, dtype=tf.int64), row_splits, validate=False)
+    # int32 column indices (4 bytes per non-zero less); widened per batch for the SparseTensor
+    column_dtype = tf.int32 if n_features < 2**31 else tf.int64
+    columns = tf.RaggedTensor.from_row_splits(tf.constant(csr.indices, dtype=column_dtype), row_splits, validate=False)
     values = tf.RaggedTensor.from_row_splits(tf.constant(csr.data, dtype=tf.float32), row_splits, validate=False)
 
     def rows(idx: tf.Tensor) -> tf.Tensor | tf.SparseTensor:
         cols = tf.gather(columns, idx)
-        indices = tf.stack([cols.value_rowids(), cols.flat_values], axis=1)
+        indices = tf.stack([cols.value_rowids(), tf.cast(cols.flat_values, tf.int64)], axis=1)
         shape = tf.stack([tf.shape(idx, out_type=tf.int64)[0], tf.constant(n_features, dtype=tf.int64)])
         batch = tf.SparseTensor(indices, tf.gather(values, idx).flat_values, shape)
         return batch if sparse else tf.sparse.to_dense(batch)
@@ -127,9 +129,15 @@ def make_dataset(
     if not cells.size:
         raise ValueError("no cells to load: indices is empty.")
 
-    rows = {n: row_gather(mod.X, sparse=sparse) for n, mod in mods.items()}
+    # Only the requested cells become tensors, so a 90/10 train/validation split holds the
+    # non-zeros once in all, not once per dataset; batches index into that subset.
+    subset = indices is not None
+    rows = {n: row_gather(mod.X[cells] if subset else mod.X, sparse=sparse) for n, mod in mods.items()}
     # one-hots are small (cells x categories), so they are built once and gathered per batch
-    one_hot = {n: tf.constant(mod.batch_one_hot(categories.get(n))) for n, mod in mods.items()}
+    one_hot = {}
+    for n, mod in mods.items():
+        encoded = mod.batch_one_hot(categories.get(n))
+        one_hot[n] = tf.constant(encoded[cells] if subset else encoded)
 
     def gather(idx: tf.Tensor) -> dict[str, dict[str, Any]]:
         return {
@@ -137,7 +145,7 @@ def make_dataset(
             "batch": {n: tf.gather(one_hot[n], idx) for n in names},
         }
 
-    ds = tf.data.Dataset.from_tensor_slices(cells)
+    ds = tf.data.Dataset.from_tensor_slices(np.arange(len(cells), dtype=np.int64))
     if shuffle:
         ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
