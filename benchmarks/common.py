@@ -43,8 +43,20 @@ def require_file(path: str | Path, what: str = "data file") -> Path:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports ``ru_maxrss`` in KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """Peak resident set size of this process so far, in bytes.
+
+    Linux's ``VmHWM`` (the high-water mark of this process' own address space) is
+    preferred over ``getrusage``'s ``ru_maxrss``: a child's ``ru_maxrss`` starts at
+    the parent's resident size at fork time, so a model process started by a parent
+    that holds TensorFlow would report at least the parent's 1.3 GB.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> None:
