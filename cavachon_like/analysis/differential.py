@@ -16,12 +16,6 @@ DEFAULT_THRESHOLD = 3.0
 GroupSpec = str | Sequence[str] | Sequence[int] | Sequence[bool] | np.ndarray | None
 
 
-def _group_column(data: Any, key: str) -> pd.Series:
-    if key in data.obs:
-        return data.obs[key]
-    return data.obs_column(key)
-
-
 def _as_positions(spec: Any, data: Any, what: str) -> np.ndarray:
     """Cell positions from a boolean mask, integer positions or cell names."""
     values = np.asarray(spec)
@@ -52,7 +46,7 @@ def resolve_groups(
       cell names; B defaults to every other cell.
     """
     if groupby is not None:
-        column = _group_column(data, groupby)
+        column = data.obs_column(groupby)
         values = column.astype(str).to_numpy()
         present = [str(v) for v in (column.cat.categories if hasattr(column, "cat") else pd.unique(column))
                    if str(v) in set(values)]
@@ -237,7 +231,7 @@ def one_vs_rest(model: Any, data: Any, modality: str, groupby: str, groups: Sequ
 
     Returns one long table with a ``group`` column (features ranked within each group).
     """
-    column = _group_column(data, groupby).astype(str)
+    column = data.obs_column(groupby).astype(str)
     groups = list(groups) if groups is not None else sorted(column.unique())
     tables = []
     for group in groups:

@@ -83,25 +83,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "group"
 
 
-def _column(data: Any, key: str) -> pd.Series:
-    try:
-        return data.obs[key] if key in data.obs else data.obs_column(key)
-    except KeyError:
-        raise KeyError(f"no obs column {key!r} in the run's data; its columns: {sorted(_obs_columns(data))}.") from None
-
-
-def _obs_columns(data: Any) -> set[str]:
-    return set(data.obs.columns).union(*(set(m.obs.columns) for m in data.mod.values()))
-
-
 def _check(model: Any, data: Any, options: AnalysisOptions) -> None:
     """Reject unknown columns, groups, modalities and files before any computation."""
     for key in (options.label_key, options.groupby):
         if key is not None:
-            _column(data, key)
+            data.obs_column(key)
     groupby = options.groupby or options.label_key
     if groupby is not None:
-        present = set(_column(data, groupby).astype(str))
+        present = set(data.obs_column(groupby).astype(str))
         wanted = list(options.groups or []) + ([options.reference] if options.reference else [])
         unknown = [g for g in wanted if g not in present]
         if unknown:
@@ -175,9 +164,9 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
     order = list(model.graph.order)
     if not all(f"z_{c}" in data.obsm for c in order):
         model.annotate(data)
-    labels = None if options.label_key is None else _column(data, options.label_key).astype(str).to_numpy()
+    labels = None if options.label_key is None else data.obs_column(options.label_key).astype(str).to_numpy()
     batch_column = next((k for s in model.modality_specs.values() for k in s["batch_key"]), None)
-    batch = None if batch_column is None else _column(data, batch_column).astype(str).to_numpy()
+    batch = None if batch_column is None else data.obs_column(batch_column).astype(str).to_numpy()
 
     # 1. clusters
     clusters: dict[str, np.ndarray] = {}
@@ -234,7 +223,7 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
     # 4. differential analysis and GSEA
     groupby = options.groupby or options.label_key
     if groupby is not None:
-        values = _column(data, groupby).astype(str)
+        values = data.obs_column(groupby).astype(str)
         groups = list(options.groups) if options.groups else sorted(v for v in values.unique() if v != options.reference)
         modalities = list(options.modalities) if options.modalities else [
             m for c in order for m in model.graph.modalities(c) if model.components[c].likelihoods[m].uses_library_size
