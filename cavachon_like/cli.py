@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in result["paths"].items():
         print(f"{name}: {path}")
     print(f"trained in {result['train_seconds']:.1f} s")
+    for problem in result["warnings"]:  # again at the end, where Keras' progress lines cannot bury it
+        print(f"WARNING: {problem}", file=sys.stderr)
     return 0
 
 

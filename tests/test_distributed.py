@@ -10,8 +10,8 @@ from cavachon_like import CAVACHON
 
 def one_step(data, components, strategy, initial_weights=None):
     with strategy.scope():
-        # No GMM prior initialisation: the weight change must be the gradient step alone.
-        model = CAVACHON.from_data(data, components, training="joint", prior_warmup_epochs=0, seed=0)
+        # No pre-training: the weight change must be the one gradient step alone.
+        model = CAVACHON.from_data(data, components, training="joint", pretrain_epochs=0, seed=0)
         # Plain SGD: the update is -lr * gradient, so equal updates mean equal gradients.
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
     if initial_weights is not None:

@@ -10,6 +10,8 @@ from cavachon_like import CAVACHON, MultiModality
 
 
 def make_model(data, components, seed=0, **kwargs):
+    # Without pre-training each stage is one Keras fit; tests/test_clustering_recipe.py covers it.
+    kwargs.setdefault("pretrain_epochs", 0)
     model = CAVACHON.from_data(data, components, seed=seed, **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
@@ -221,18 +223,3 @@ def test_model_dataset_keeps_counts_sparse_and_exact(small_data, small_component
     batch = next(iter(model.make_dataset(small_data, batch_size=16)))
     assert isinstance(batch["x"]["atac"], tf.SparseTensor)
     np.testing.assert_array_equal(tf.sparse.to_dense(batch["x"]["atac"]), small_data.mod["atac"].X[:16].toarray())
-
-
-def test_mixture_prior_is_initialised_from_posterior_means(small_data, small_components):
-    """After the warm-up epoch each stage's prior comes from a GMM fit, so many clusters are used."""
-    used = {}
-    for warmup in (0, 1):
-        model = make_model(small_data, small_components, prior_warmup_epochs=warmup)
-        initial = np.array(model.components["atac"].prior.means)
-        model.fit(small_data, epochs=2, batch_size=64, verbose=0)
-        probabilities = model.get_latent_representation(small_data)["cluster_probabilities_atac"]
-        used[warmup] = len(np.unique(probabilities.argmax(1)))
-        moved = np.abs(np.array(model.components["atac"].prior.means) - initial).max()
-        if warmup:
-            assert moved > 0.1  # replaced by the GMM means, not nudged by two epochs of Adam
-    assert used[1] >= 4 and used[1] > used[0], used

@@ -6,7 +6,7 @@ Every analysis takes the trained :class:`~cavachon_like.CAVACHON` and its
 for a folder written by ``cavachon-like train``.
 """
 from .attribution import attribution_by_cluster, conditional_attribution
-from .clustering import cluster_assignments, cluster_summary, neighbourhood_table
+from .clustering import cluster_assignments, cluster_summary, degenerate_clustering, neighbourhood_table
 from .differential import (
     differential_analysis,
     one_vs_rest,
@@ -32,6 +32,7 @@ __all__ = [
     "cluster_assignments",
     "cluster_summary",
     "conditional_attribution",
+    "degenerate_clustering",
     "differential_analysis",
     "evaluate_latent",
     "gsea",

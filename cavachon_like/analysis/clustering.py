@@ -46,6 +46,30 @@ def cluster_assignments(data: Any, component: str) -> pd.DataFrame:
     )
 
 
+#: A clustering is degenerate with fewer than this many clusters holding MIN_CLUSTER_FRACTION of cells.
+MIN_USED_CLUSTERS = 3
+MIN_CLUSTER_FRACTION = 0.01
+
+
+def degenerate_clustering(clusters: Any, component: str) -> str | None:
+    """A warning when fewer than 3 clusters each hold at least 1% of cells, else ``None``.
+
+    Such a mixture prior has collapsed (VaDE's failure mode: a few components take
+    every cell), and per-cluster results of that component say little.
+    """
+    counts = pd.Series(np.asarray(clusters).astype(str)).value_counts()
+    used = int((counts >= MIN_CLUSTER_FRACTION * counts.sum()).sum())
+    if used >= MIN_USED_CLUSTERS:
+        return None
+    return (
+        f"component {component!r}: the mixture prior collapsed: only {used} cluster(s) hold >= 1% of cells "
+        f"(the largest holds {counts.iloc[0] / counts.sum():.0%}), so its clusters and per-cluster analyses "
+        "say little. Try: model.pretrain_epochs >= 10 (VaDE pre-training and GMM initialisation; 0 disables it), "
+        "more epochs or a lower learning rate, a smaller latent_dim or n_clusters, and for accessibility "
+        "likelihood 'bernoulli_depth'."
+    )
+
+
 def cluster_summary(clusters: Any, labels: Any) -> pd.DataFrame:
     """Each cluster's size, best-matching label and that label's precision, recall and F1 (as in paper Sec. 3.2).
 

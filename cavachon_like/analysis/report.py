@@ -16,6 +16,7 @@ from .attribution import attribution_by_cluster, conditional_attribution
 from .clustering import (
     DEFAULT_K,
     cluster_assignments,
+    degenerate_clustering,
     cluster_summary,
     neighbourhood_table,
 )
@@ -175,6 +176,9 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
             continue
         table = cluster_assignments(data, c)
         clusters[c] = table["cluster"].astype(str).to_numpy()
+        problem = degenerate_clustering(clusters[c], c)
+        if problem:
+            logger.warning(problem)
         _write(table, out / f"clusters_{c}.csv", written)
         if labels is not None:
             _write(cluster_summary(clusters[c], labels), out / f"cluster_summary_{c}.csv", written, index=False)

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import pandas as pd
 
+from ..analysis import degenerate_clustering
 from ..data import MultiModality, simulate
 from ..model import CAVACHON
 from ..seed import set_seed
@@ -45,7 +46,7 @@ def build_model(config: dict[str, Any], data: MultiModality) -> CAVACHON:
         components=config["model"]["components"],
         training=config["model"]["training"],
         progressive_epochs=config["model"]["progressive_epochs"],
-        prior_warmup_epochs=config["model"]["prior_warmup_epochs"],
+        pretrain_epochs=config["model"]["pretrain_epochs"],
         seed=config["seed"],
     )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(config["training"]["learning_rate"])))
@@ -67,7 +68,8 @@ def _callbacks(config: dict[str, Any], out: Path) -> list[keras.callbacks.Callba
 def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
     """Train as configured and write ``result.h5mu``, ``model.keras``, ``history.csv``, ``latent.png``.
 
-    Returns the paths written, the trained model, the annotated data and timings.
+    Returns the paths written, the trained model, the annotated data, timings and
+    warnings (degenerate clusterings, also logged).
     """
     from ..plotting import plot_latents
 
@@ -88,6 +90,13 @@ def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - started
     model.annotate(data)
+    problems = [
+        problem
+        for c in model.graph.order
+        if f"cluster_{c}" in data.obs and (problem := degenerate_clustering(data.obs[f"cluster_{c}"], c))
+    ]
+    for problem in problems:
+        logger.warning(problem)
     data.uns["cavachon_like"]["run"] = json.dumps({"config": config, "train_seconds": seconds}, default=str)
     paths = {
         "result": out / "result.h5mu",
@@ -106,4 +115,5 @@ def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
         data, list(model.graph.order), color_by=color_by, method=config["output"]["embedding"], seed=config["seed"]
     )
     figure.savefig(paths["latent"], dpi=120, bbox_inches="tight")
-    return {"paths": paths, "model": model, "data": data, "history": history, "train_seconds": seconds}
+    return {"paths": paths, "model": model, "data": data, "history": history, "train_seconds": seconds,
+            "warnings": problems}

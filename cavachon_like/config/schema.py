@@ -30,7 +30,7 @@ SCHEMA: dict[str, Any] = {
     "model": {
         "training": ((str,), "sequential"),
         "progressive_epochs": ((int,), 5),
-        "prior_warmup_epochs": ((int,), 0),
+        "pretrain_epochs": ((int,), 10),
         "components": ((list,), None),
     },
     "training": {

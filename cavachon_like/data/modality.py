@@ -14,7 +14,7 @@ import scipy.sparse as sp
 UNS_KEY = "cavachon_like"
 
 #: Likelihoods that model non-negative counts (or presence/absence).
-COUNT_LIKELIHOODS = frozenset({"poisson", "nb", "zinb", "bernoulli"})
+COUNT_LIKELIHOODS = frozenset({"poisson", "nb", "zinb", "bernoulli", "bernoulli_depth"})
 
 #: Likelihoods whose support is the non-negative integers.
 INTEGER_LIKELIHOODS = frozenset({"poisson", "nb", "zinb"})

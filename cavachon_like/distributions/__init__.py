@@ -5,6 +5,7 @@ because mixture priors hold learnable weights. Both are looked up by name in
 :data:`LIKELIHOODS` and :data:`PRIORS`, which user subclasses join by setting ``alias``.
 """
 from .bernoulli import Bernoulli
+from .bernoulli_depth import BernoulliDepth
 from .likelihood import LIKELIHOODS, Likelihood, get_likelihood, serialize_likelihood
 from .mixture_gaussian_prior import MixtureGaussianPrior
 from .negative_binomial import NegativeBinomial
@@ -18,6 +19,7 @@ __all__ = [
     "LIKELIHOODS",
     "PRIORS",
     "Bernoulli",
+    "BernoulliDepth",
     "Likelihood",
     "MixtureGaussianPrior",
     "NegativeBinomial",

@@ -14,31 +14,10 @@ from ..data import MultiModality
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import set_seed
-from ..train import MODES, PriorInitialization, ProgressiveBlending, global_mean, merge_histories, training_plan
+from ..train import MODES, KLWarmup, ProgressiveBlending, fit_priors, global_mean, merge_histories, training_plan
 from ..train.optimizers import fused
 from .graph import ComponentGraph
-
-COMPONENT_KEYS = {
-    "name",
-    "modalities",
-    "parents",
-    "latent_dim",
-    "conditioned_on",
-    "prior",
-    "n_clusters",
-    "encoder",
-    "decoder",
-    "hierarchical_encoder",
-    "preprocessor",
-}
-MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
-
-
-def _check_keys(kind: str, name: str, spec: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise ValueError(f"{kind} {name!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
-
+from .specs import check_components, default_units, normalize_modalities, with_default_units
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class CAVACHON(keras.Model):
@@ -48,7 +27,10 @@ class CAVACHON(keras.Model):
     modalities from ``z_hat``, which incorporates the parents' latents (Eq. 2). The
     loss is the negative ELBO of Appendix A. ``fit`` trains stage by stage in
     topological order (Sec. 2.3): only the stage's components train, everything
-    else is frozen, and a new component is blended in progressively.
+    else is frozen, and a new component is blended in progressively. Each stage
+    with a mixture prior follows VaDE's recipe: pre-training against a standard
+    normal prior (with a KL warm-up), a diagonal GMM fitted to the latents to start
+    the mixture, then the paper's ELBO.
 
     Parameters
     ----------
@@ -67,12 +49,13 @@ class CAVACHON(keras.Model):
         ``"sequential"`` (default) or ``"joint"``.
     progressive_epochs
         Epochs over which a component with parents is blended in (0 disables).
-    prior_warmup_epochs
-        Epochs after which each stage's priors are initialised from the posterior
-        means (a GMM fit for the mixture prior, as in VaDE); 0 (default) disables.
-        It spreads the mixture over more clusters, but on SNARE-seq an early fit
-        pinned the latents to a poor structure and stalled the likelihood, so it
-        is opt-in; keep ``restore_best_weights`` from restoring pre-fit epochs.
+    pretrain_epochs
+        Epochs of each stage that has a mixture prior trained against a standard
+        normal prior before the mixture is fitted to the latents (VaDE). The KL
+        weight ramps from 0 to 1 over the first half. Early stopping and the
+        restoring of best weights see only the epochs after the fit; 0 trains the
+        mixture from randomly placed means (the paper), which on SNARE-seq used
+        1-2 of 41 clusters.
     seed
         Seeds weights and reparameterisation noise (see :func:`cavachon_like.set_seed`).
     """
@@ -83,7 +66,7 @@ class CAVACHON(keras.Model):
         components: Sequence[Mapping[str, Any]],
         training: str = "sequential",
         progressive_epochs: int = 5,
-        prior_warmup_epochs: int = 0,
+        pretrain_epochs: int = 10,
         seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -92,16 +75,18 @@ class CAVACHON(keras.Model):
             raise ValueError(f"training must be one of {MODES}, got {training!r}.")
         if seed is not None:
             set_seed(seed)
-        self.modality_specs = self._normalize_modalities(modalities)
+        self.modality_specs = normalize_modalities(modalities)
         self.component_specs = [dict(c) for c in components]
-        by_name = self._check_components(self.component_specs)
+        by_name = check_components(self.component_specs, self.modality_specs)
         self.graph = ComponentGraph(
             parents={n: list(c.get("parents", [])) for n, c in by_name.items()},
             modalities={n: list(c["modalities"]) for n, c in by_name.items()},
         )
         self.training_mode = training
         self.progressive_epochs = int(progressive_epochs)
-        self.prior_warmup_epochs = int(prior_warmup_epochs)
+        self.pretrain_epochs = int(pretrain_epochs)
+        if self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be >= 0, got {pretrain_epochs}.")
         self.seed = seed
         #: Sample z by reparameterisation in training (set False for a deterministic
         #: autoencoder pass, e.g. to compare gradients exactly across devices).
@@ -115,57 +100,13 @@ class CAVACHON(keras.Model):
             m: keras.metrics.Mean(name=f"{m}_nll") for c in self.graph.order for m in self.graph.modalities(c)
         }
         self._compile_kwargs: dict[str, Any] | None = None
+        # Weight of the KL terms: ramped from 0 during pre-training, 1 for the ELBO.
+        self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
+        self._pretraining = False
         self._set_active(self.graph.order)
         self.built = True
 
     # ------------------------------------------------------------------ construction
-    @staticmethod
-    def _normalize_modalities(modalities: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-        specs = {}
-        for name, spec in modalities.items():
-            _check_keys("modality", name, spec, MODALITY_KEYS)
-            for key in ("likelihood", "n_features"):
-                if key not in spec:
-                    raise ValueError(f"modality {name!r}: missing {key!r}.")
-            batch_key = spec.get("batch_key") or []
-            batch_key = [batch_key] if isinstance(batch_key, str) else list(batch_key)
-            categories = {str(k): [str(v) for v in vals] for k, vals in (spec.get("batch_categories") or {}).items()}
-            missing = [k for k in batch_key if k not in categories]
-            if missing:
-                raise ValueError(f"modality {name!r}: batch_categories lacks the batch column(s) {missing}.")
-            specs[name] = {
-                "likelihood": spec["likelihood"],
-                "n_features": int(spec["n_features"]),
-                "batch_key": batch_key,
-                "batch_categories": {k: categories[k] for k in batch_key},
-            }
-        return specs
-
-    def _check_components(self, components: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        if not components:
-            raise ValueError("a CAVACHON model needs at least one component.")
-        by_name: dict[str, dict[str, Any]] = {}
-        for spec in components:
-            name = spec.get("name")
-            if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"component name must be an identifier-like string, got {name!r}.")
-            _check_keys("component", name, spec, COMPONENT_KEYS)
-            if name in by_name:
-                raise ValueError(f"component name {name!r} is used twice.")
-            mods = spec.get("modalities")
-            if isinstance(mods, str):
-                spec["modalities"] = mods = [mods]
-            if not mods:
-                raise ValueError(f"component {name!r}: 'modalities' must list at least one modality.")
-            unknown = [m for m in mods if m not in self.modality_specs]
-            if unknown:
-                raise ValueError(
-                    f"component {name!r} uses modality {unknown} that the data does not have; "
-                    f"available: {sorted(self.modality_specs)}."
-                )
-            by_name[name] = spec
-        return by_name
-
     def _make_component(self, name: str, by_name: Mapping[str, dict[str, Any]], seed: int | None) -> Component:
         spec = by_name[name]
         latent_dim = int(spec.get("latent_dim", DEFAULT_LATENT_DIM))
@@ -198,7 +139,12 @@ class CAVACHON(keras.Model):
 
     @classmethod
     def from_data(cls, data: Any, components: Sequence[Mapping[str, Any]], **kwargs) -> "CAVACHON":
-        """Build a model whose modality specs (likelihood, sizes, batch encoding) come from ``data``."""
+        """Build a model whose modality specs (likelihood, sizes, batch encoding) come from ``data``.
+
+        Encoders and decoders that set no ``units`` get widths scaled to the number of
+        cells (:func:`~cavachon_like.model.specs.default_units`): the paper's
+        1024-512-256-128 from about 8,000 cells, down to 256-128 for small data.
+        """
         used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
         missing = sorted(used - set(data.mod))
         if missing:
@@ -214,6 +160,15 @@ class CAVACHON(keras.Model):
             for m in data.mod
             if m in used
         }
+        units = default_units(data.n_obs)
+        components = [
+            {
+                **c,
+                "encoder": with_default_units(c.get("encoder"), units),
+                "decoder": with_default_units(c.get("decoder"), units[::-1]),
+            }
+            for c in components
+        ]
         return cls(modalities=modalities, components=components, **kwargs)
 
     # ------------------------------------------------------------------ forward pass
@@ -259,13 +214,21 @@ class CAVACHON(keras.Model):
     def loss_terms(
         self, x: Mapping[str, tf.Tensor], outputs: Mapping[str, Any], components: Sequence[str]
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        """Per-cell negative ELBO of ``components`` and its named terms (``<c>_kl``, ``<m>_nll``)."""
+        """Per-cell loss of ``components`` and its named terms (``<c>_kl``, ``<m>_nll``).
+
+        The loss is the negative ELBO, except during pre-training, where the KL is to
+        a standard normal and weighted by :attr:`kl_weight`.
+        """
         terms: dict[str, tf.Tensor] = {}
         for name in components:
-            parts = self.components[name].loss_terms(x, outputs[name])
+            parts = self.components[name].loss_terms(x, outputs[name], pretrain=self._pretraining)
             terms[f"{name}_kl"] = parts.pop("kl")
             terms.update({f"{m}_nll": v for m, v in parts["nll"].items()})
-        return tf.add_n(list(terms.values())), terms
+        kl = tf.add_n([terms[f"{name}_kl"] for name in components])
+        nll = tf.add_n([v for k, v in terms.items() if k.endswith("_nll")])
+        if self._pretraining:
+            kl = kl * tf.cast(self.kl_weight, kl.dtype)
+        return nll + kl, terms
 
     # ------------------------------------------------------------------ training
     def _set_active(self, components: Sequence[str]) -> None:
@@ -402,13 +365,18 @@ class CAVACHON(keras.Model):
         ``x`` is a :class:`~cavachon_like.data.MultiModality` (datasets are built with
         the model's batch encoding; ``validation_split`` holds out a seeded fraction of
         cells) or a ``tf.data.Dataset`` from :meth:`make_dataset`. ``epochs`` is per
-        stage. Callbacks see every stage; the returned History has one row per epoch
-        of every stage with a ``stage`` column.
+        stage and counts the ELBO epochs; a stage with a mixture prior first runs
+        ``pretrain_epochs`` of pre-training, after which its mixture is fitted to the
+        latents (see the class docstring). Callbacks see every stage, except that
+        ``EarlyStopping`` only watches the ELBO epochs, whose best weights it may
+        restore. The returned History has one row per epoch of every stage, with
+        ``stage`` and ``phase`` (``"pretrain"`` or ``"elbo"``) columns.
         """
         if y is not None:
             raise ValueError("CAVACHON is unsupervised; pass only `x`.")
         if isinstance(x, MultiModality):
             self.check_data(x)
+            self.adapt(x, only_new=True)
             train_idx = val_idx = None
             if validation_split:
                 train_idx, val_idx = x.split(validation_split, seed=self.seed or 0)
@@ -417,40 +385,75 @@ class CAVACHON(keras.Model):
             x = self.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx)
         elif validation_split:
             raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
+        unadapted = [f"{c}.{m}" for c, comp in self.components.items() for m, p in comp.preprocessors.items()
+                     if not p.is_adapted]
+        if unadapted:
+            raise ValueError(f"the preprocessors of {unadapted} need data statistics (TF-IDF); call "
+                             "model.adapt(data) with the MultiModality before fitting on a tf.data.Dataset.")
         if isinstance(validation_data, MultiModality):
             validation_data = self.make_dataset(validation_data, batch_size=batch_size)
         callbacks = list(callbacks or [])
+        phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
         stages = []
-        for i, stage in enumerate(training_plan(self.graph.order, self.training_mode)):
+        for stage in training_plan(self.graph.order, self.training_mode):
             self._set_active(stage)
-            self._compile_stage()
             blend = [self.components[c].hierarchical_encoder for c in stage if self.components[c].parents]
-            stage_callbacks = list(callbacks)
+            blending = []
             if blend and self.training_mode == "sequential" and self.progressive_epochs > 0:
-                stage_callbacks.append(ProgressiveBlending(blend, min(self.progressive_epochs, max(epochs - 1, 0))))
-            if self.prior_warmup_epochs > 0:
-                stage_callbacks.append(PriorInitialization(stage, x, self.prior_warmup_epochs, seed=self.seed))
-            if i > 0:
-                for callback in callbacks:
-                    if isinstance(callback, keras.callbacks.CSVLogger):
-                        callback.append = True
-            # The dataset shuffles itself (seeded), so Keras' own shuffle stays off.
-            history = super().fit(
-                x,
-                epochs=epochs,
-                verbose=verbose,
-                callbacks=stage_callbacks,
-                validation_data=validation_data,
-                shuffle=False,
-                **kwargs,
-            )
-            stages.append(("+".join(stage), history))
+                ramp = self.pretrain_epochs if self._pretrains(stage) else epochs
+                blending = [ProgressiveBlending(blend, min(self.progressive_epochs, max(ramp - 1, 0)))]
+            name = "+".join(stage)
+            start = 0
+            if self._pretrains(stage):
+                self._pretraining = True
+                for c in stage:  # the mixture is not in the pre-training loss
+                    self.components[c].prior.trainable = False
+                warmup = [KLWarmup(self.kl_weight, max(self.pretrain_epochs // 2, 1))]
+                plain = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]
+                try:
+                    history = self._fit_phase(epochs=self.pretrain_epochs, callbacks=plain + blending + warmup,
+                                              **phase_kwargs)
+                finally:
+                    self._pretraining = False
+                    self.kl_weight.assign(1.0)
+                    self._set_active(stage)
+                stages.append((name, "pretrain", history))
+                fit_priors(self, stage, x, seed=self.seed)
+                start, blending = self.pretrain_epochs, []
+            history = self._fit_phase(epochs=start + epochs, initial_epoch=start, callbacks=callbacks + blending,
+                                      **phase_kwargs)
+            stages.append((name, "elbo", history))
         self._set_active(self.graph.order)
         # Every stage starts with a fresh optimizer, so the last stage's slots are of no
         # further use; resetting keeps a saved model's optimizer consistent with all weights.
         self._compile_stage()
         self.history = merge_histories(stages)
         return self.history
+
+    def _pretrains(self, stage: Sequence[str]) -> bool:
+        return self.pretrain_epochs > 0 and any(self.components[c].prior.n_clusters for c in stage)
+
+    def _fit_phase(self, callbacks: list[keras.callbacks.Callback], **kwargs) -> keras.callbacks.History:
+        """One ``keras.Model.fit`` with a fresh optimizer (recompiled, so the loss is retraced)."""
+        self._compile_stage()
+        # The dataset shuffles itself (seeded), so Keras' own shuffle stays off.
+        history = super().fit(callbacks=callbacks, shuffle=False, **kwargs)
+        for callback in callbacks:
+            if isinstance(callback, keras.callbacks.CSVLogger):
+                callback.append = True  # later phases add rows instead of overwriting
+        return history
+
+    def adapt(self, data: Any, only_new: bool = False) -> None:
+        """Set the preprocessors' data statistics (e.g. TF-IDF weights) from ``data``.
+
+        ``fit`` calls this for a :class:`~cavachon_like.data.MultiModality`; call it
+        yourself before fitting on a ``tf.data.Dataset``. With ``only_new``, layers that
+        already have statistics (a trained or reloaded model) keep them.
+        """
+        for component in self.components.values():
+            for m, preprocessor in component.preprocessors.items():
+                if preprocessor.needs_adapt and not (only_new and preprocessor.is_adapted):
+                    preprocessor.adapt(data.mod[m].X)
 
     # ------------------------------------------------------------------ outputs
     def get_latent_representation(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
@@ -484,7 +487,7 @@ class CAVACHON(keras.Model):
             "components": self.component_specs,
             "training": self.training_mode,
             "progressive_epochs": self.progressive_epochs,
-            "prior_warmup_epochs": self.prior_warmup_epochs,
+            "pretrain_epochs": self.pretrain_epochs,
             "seed": self.seed,
         }
 

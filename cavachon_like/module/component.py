@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..distributions import PRIORS, get_likelihood
+from ..distributions import PRIORS, StandardNormalPrior, get_likelihood
 from ..nn import DECODERS, ENCODERS, HIERARCHICAL_ENCODERS, PREPROCESSORS, library_size
 from .spec import build_from_spec
 
@@ -105,6 +105,8 @@ class Component(keras.layers.Layer):
             )
             for m, spec in self.modality_specs.items()
         }
+        # The KL of the pre-training phase (fit): no weights, so nothing to save.
+        self.pretrain_prior = StandardNormalPrior(self.latent_dim, name="pretrain_prior")
         self.noise = keras.random.SeedGenerator(seed)
         self.build()
 
@@ -118,6 +120,8 @@ class Component(keras.layers.Layer):
         self.encoder.build(x_shapes, all_batch)
         self.hierarchical_encoder.build(self.parent_dims)
         self.prior.build((None, self.latent_dim))
+        for m, preprocessor in self.preprocessors.items():
+            preprocessor.build((None, int(self.modality_specs[m]["n_features"])))
         for m, decoder in self.decoders.items():
             decoder.build((None, self.latent_dim), (None, int(self.modality_specs[m]["n_batch"])))
         self.built = True
@@ -163,17 +167,22 @@ class Component(keras.layers.Layer):
             m: self.likelihoods[m].constrain(outputs["raw"][m], outputs["library_size"][m]) for m in self.modalities
         }
 
-    def loss_terms(self, x: Mapping[str, tf.Tensor | tf.SparseTensor], outputs: Mapping[str, Any]) -> dict[str, Any]:
+    def loss_terms(
+        self, x: Mapping[str, tf.Tensor | tf.SparseTensor], outputs: Mapping[str, Any], pretrain: bool = False
+    ) -> dict[str, Any]:
         """Per-cell negative ELBO terms: ``{"kl": (B,), "nll": {modality: (B,)}}``.
 
         ``kl`` is E_q(c|x)[KL(q(z|x) || p(z|c))] + KL(q(c|x) || p(c)) with the
-        optimal q(c|x) of Eq. S5 for the mixture prior (Appendix A, B). Counts are
+        optimal q(c|x) of Eq. S5 for the mixture prior (Appendix A, B); with
+        ``pretrain`` it is the KL to a standard normal instead, as in VaDE's
+        pre-training before the mixture is fitted to the latents. Counts are
         densified here, one batch at a time, because every entry (zeros included)
         enters the likelihood, unless the likelihood takes sparse input itself
         (``accepts_sparse``, e.g. Bernoulli).
         """
         params = self.parameters_of(outputs)
-        kl, _ = self.prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
+        prior = self.pretrain_prior if pretrain else self.prior
+        kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
         nll = {
             m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]), params[m])
             for m in self.modalities

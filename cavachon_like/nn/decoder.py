@@ -30,7 +30,7 @@ class Decoder(keras.layers.Layer):
         Number of features of the modality.
     parameters
         Names of the likelihood's parameters, one head each.
-    units, activation, norm
+    units, activation, norm, dropout
         Hidden layers, see :class:`~cavachon_like.nn.MLP`.
     """
 
@@ -43,12 +43,13 @@ class Decoder(keras.layers.Layer):
         units: Sequence[int] = DEFAULT_DECODER_UNITS,
         activation: str = "swish",
         norm: str | None = "layer",
+        dropout: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.n_features = int(n_features)
         self.parameters = tuple(parameters)
-        self.body = MLP(units, activation=activation, norm=norm, name="body")
+        self.body = MLP(units, activation=activation, norm=norm, dropout=dropout, name="body")
         self.heads = {p: keras.layers.Dense(self.n_features, name=f"head_{p}") for p in self.parameters}
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -72,6 +73,7 @@ class Decoder(keras.layers.Layer):
             "units": self.body.units,
             "activation": self.body.activation,
             "norm": self.body.norm,
+            "dropout": self.body.dropout,
         }
 
 

@@ -32,7 +32,7 @@ class Encoder(keras.layers.Layer):
     ----------
     latent_dim
         Dimension of z.
-    units, activation, norm, linear_first
+    units, activation, norm, linear_first, dropout
         Hidden layers, see :class:`~cavachon_like.nn.MLP`.
     condition_on_batch
         Also feed the batch covariates to the encoder (q(z | x, b)).
@@ -49,6 +49,7 @@ class Encoder(keras.layers.Layer):
         activation: str = "swish",
         norm: str | None = "layer",
         linear_first: bool = True,
+        dropout: float = 0.0,
         condition_on_batch: bool = False,
         min_variance: float = 1e-4,
         **kwargs,
@@ -57,7 +58,8 @@ class Encoder(keras.layers.Layer):
         self.latent_dim = int(latent_dim)
         self.condition_on_batch = bool(condition_on_batch)
         self.min_variance = float(min_variance)
-        self.body = MLP(units, activation=activation, norm=norm, linear_first=linear_first, name="body")
+        self.body = MLP(units, activation=activation, norm=norm, linear_first=linear_first, dropout=dropout,
+                        name="body")
         self.mean_head = keras.layers.Dense(self.latent_dim, name="mean")
         self.variance_head = keras.layers.Dense(self.latent_dim, name="variance")
 
@@ -89,6 +91,7 @@ class Encoder(keras.layers.Layer):
             "units": self.body.units,
             "activation": self.body.activation,
             "norm": self.body.norm,
+            "dropout": self.body.dropout,
             "linear_first": self.body.linear_first,
             "condition_on_batch": self.condition_on_batch,
             "min_variance": self.min_variance,

@@ -30,6 +30,8 @@ class MLP(keras.layers.Layer):
     linear_first
         Leave the first layer linear (no activation, no norm), as in the encoder of
         the paper's Table S1.
+    dropout
+        Dropout rate after every activated layer, in training only (0: none).
     """
 
     def __init__(
@@ -38,9 +40,12 @@ class MLP(keras.layers.Layer):
         activation: str = "swish",
         norm: str | None = "layer",
         linear_first: bool = False,
+        dropout: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
         if not units:
             raise ValueError("MLP needs at least one layer in `units`.")
         if norm not in ("layer", None):
@@ -49,6 +54,8 @@ class MLP(keras.layers.Layer):
         self.activation = activation
         self.norm = norm
         self.linear_first = bool(linear_first)
+        self.dropout = float(dropout)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
         self._activation_fn = keras.activations.get(activation)
         self.hidden = [keras.layers.Dense(u, name=f"dense_{i}") for i, u in enumerate(self.units[1:], start=1)]
         self.norms = [
@@ -73,13 +80,14 @@ class MLP(keras.layers.Layer):
             if norm is not None:
                 norm.build((None, self.units[i]))
 
-    def _finish(self, h: tf.Tensor, i: int) -> tf.Tensor:
+    def _finish(self, h: tf.Tensor, i: int, training: bool | None) -> tf.Tensor:
         if i == 0 and self.linear_first:
             return h
         h = self._activation_fn(h)
-        return self.norms[i](h) if self.norms[i] is not None else h
+        h = self.norms[i](h) if self.norms[i] is not None else h
+        return self.dropout_layer(h, training=training) if self.dropout_layer is not None else h
 
-    def call(self, inputs: Sequence[tf.Tensor | tf.SparseTensor]) -> tf.Tensor:
+    def call(self, inputs: Sequence[tf.Tensor | tf.SparseTensor], training: bool | None = None) -> tf.Tensor:
         h = self.bias
         for projection, x in zip(self.input_projections, inputs):
             if x.shape[-1] == 0:
@@ -89,9 +97,9 @@ class MLP(keras.layers.Layer):
                 h = h + sparse_dense_matmul(x, tf.convert_to_tensor(projection.kernel))
             else:
                 h = h + projection(x)
-        h = self._finish(h, 0)
+        h = self._finish(h, 0, training)
         for i, layer in enumerate(self.hidden, start=1):
-            h = self._finish(layer(h), i)
+            h = self._finish(layer(h), i, training)
         return h
 
     def get_config(self) -> dict:
@@ -101,4 +109,5 @@ class MLP(keras.layers.Layer):
             "activation": self.activation,
             "norm": self.norm,
             "linear_first": self.linear_first,
+            "dropout": self.dropout,
         }

@@ -1,7 +1,11 @@
 """Per-modality input transforms applied before the encoder."""
 from __future__ import annotations
 
+from typing import Any
+
 import keras
+import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
 from .._registry import Registry, register_subclass
@@ -24,6 +28,17 @@ def library_size(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return tf.reduce_sum(x, axis=-1, keepdims=True)
 
 
+def _log1p_scaled(x: tf.Tensor | tf.SparseTensor, row_scale: tf.Tensor, column_scale: tf.Tensor | None = None):
+    """``log1p(x * row_scale * column_scale)``, sparse in, sparse out."""
+    if isinstance(x, tf.SparseTensor):
+        scale = tf.gather(tf.squeeze(row_scale, -1), x.indices[:, 0])
+        if column_scale is not None:
+            scale = scale * tf.gather(column_scale, x.indices[:, 1])
+        return tf.SparseTensor(x.indices, tf.math.log1p(x.values * scale), x.dense_shape)
+    scaled = x * row_scale if column_scale is None else x * row_scale * column_scale
+    return tf.math.log1p(scaled)
+
+
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class Preprocessor(keras.layers.Layer):
     """Transforms one modality's raw counts into encoder input.
@@ -31,11 +46,14 @@ class Preprocessor(keras.layers.Layer):
     The transform follows the modality's likelihood (``Likelihood.input_transform``):
 
     - ``"log1p_normalize"``: ``log1p(target_sum * x / library_size)`` for counts;
+    - ``"tfidf"``: ``log1p(target_sum * x / library_size * idf)`` with
+      ``idf = n_cells / n_cells_with_feature`` (Signac's TF-IDF for accessibility);
+      ``idf`` is a non-trainable weight set by :meth:`adapt` and saved with the model;
     - ``"binarize"``: ``x > 0`` for accessibility-like data modelled as Bernoulli;
     - ``"identity"``: unchanged, for continuous data.
 
-    All three keep zeros at zero, so sparse input stays sparse. Subclass and set
-    ``alias`` to add a transform that YAML can name (``preprocessor: {class: ...}``).
+    All keep zeros at zero, so sparse input stays sparse. Subclass and set ``alias``
+    to add a transform that YAML can name (``preprocessor: {class: ...}``).
 
     Parameters
     ----------
@@ -46,8 +64,7 @@ class Preprocessor(keras.layers.Layer):
     """
 
     alias = "default"
-
-    TRANSFORMS = ("log1p_normalize", "binarize", "identity")
+    TRANSFORMS = ("log1p_normalize", "tfidf", "binarize", "identity")
 
     def __init__(self, transform: str = "log1p_normalize", target_sum: float = 1e4, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -55,10 +72,45 @@ class Preprocessor(keras.layers.Layer):
             raise ValueError(f"unknown transform {transform!r}; expected one of {self.TRANSFORMS}.")
         self.transform = transform
         self.target_sum = float(target_sum)
+        self.idf = None
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         register_subclass(PREPROCESSORS, cls)
+
+    @property
+    def needs_adapt(self) -> bool:
+        """Whether the transform has statistics that :meth:`adapt` must set before training."""
+        return self.transform == "tfidf"
+
+    def build(self, input_shape: Any) -> None:
+        if self.transform == "tfidf":
+            # float32 whatever the dtype policy: idf spans orders of magnitude.
+            self.idf = self.add_weight(name="idf", shape=(int(input_shape[-1]),), initializer="ones",
+                                       trainable=False, dtype="float32", autocast=False)
+            self.adapted = self.add_weight(name="adapted", shape=(), initializer="zeros", trainable=False,
+                                           dtype="float32", autocast=False)
+        self.built = True
+
+    def adapt(self, x: Any) -> None:
+        """Set data statistics (``idf``) from a cells x features matrix (sparse or dense).
+
+        A no-op for transforms without statistics. Only the non-zero pattern is read.
+        """
+        if not self.needs_adapt:
+            return
+        if not self.built:
+            self.build(x.shape)
+        n_cells = x.shape[0]
+        with_feature = np.asarray((x != 0).sum(axis=0)).ravel() if sp.issparse(x) else np.count_nonzero(x, axis=0)
+        if len(with_feature) != self.idf.shape[0]:
+            raise ValueError(f"{self.name}: adapt got {len(with_feature)} features, the layer has {self.idf.shape[0]}.")
+        self.idf.assign((n_cells / np.maximum(with_feature, 1)).astype(np.float32))
+        self.adapted.assign(1.0)
+
+    @property
+    def is_adapted(self) -> bool:
+        return not self.needs_adapt or bool(self.adapted.numpy())
 
     def call(self, x: tf.Tensor | tf.SparseTensor, library: tf.Tensor | None = None) -> tf.Tensor | tf.SparseTensor:
         """Transform ``x``; ``library`` is its library size when the caller already has it."""
@@ -66,11 +118,10 @@ class Preprocessor(keras.layers.Layer):
             return _map_values(x, lambda v: tf.cast(v > 0, v.dtype))
         if self.transform == "identity":
             return x
-        scale = self.target_sum / tf.maximum(library_size(x) if library is None else library, 1.0)
-        if isinstance(x, tf.SparseTensor):
-            per_value = tf.gather(tf.squeeze(scale, -1), x.indices[:, 0])
-            return tf.SparseTensor(x.indices, tf.math.log1p(x.values * per_value), x.dense_shape)
-        return tf.math.log1p(x * scale)
+        library = library_size(x) if library is None else library
+        row_scale = self.target_sum / tf.maximum(tf.cast(library, x.dtype), 1.0)
+        column_scale = tf.cast(self.idf, x.dtype) if self.transform == "tfidf" else None
+        return _log1p_scaled(x, row_scale, column_scale)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "transform": self.transform, "target_sum": self.target_sum}

@@ -1,8 +1,8 @@
-"""Training: stage plans, progressive blending, distributed loss scaling, histories."""
+"""Training: stage plans, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
 from .history import merge_histories
 from .plan import MODES, training_plan
-from .prior_init import PriorInitialization
+from .prior_init import KLWarmup, fit_priors
 from .progressive import ProgressiveBlending
 from .scaling import global_mean
 
-__all__ = ["MODES", "PriorInitialization", "ProgressiveBlending", "global_mean", "merge_histories", "training_plan"]
+__all__ = ["MODES", "KLWarmup", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "training_plan"]

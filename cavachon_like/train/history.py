@@ -7,21 +7,22 @@ from collections.abc import Sequence
 import keras
 
 
-def merge_histories(stages: Sequence[tuple[str, keras.callbacks.History]]) -> keras.callbacks.History:
-    """Concatenate per-stage histories; adds ``stage`` and a running ``epoch``.
+def merge_histories(stages: Sequence[tuple[str, str, keras.callbacks.History]]) -> keras.callbacks.History:
+    """Concatenate ``(stage, phase, history)`` parts; adds ``stage``, ``phase`` and a running ``epoch``.
 
     Metrics a stage did not report (e.g. another component's KL) are NaN there, so
     every column has one value per epoch and the result loads into a DataFrame.
     """
     keys: list[str] = []
-    for _, history in stages:
+    for _, _, history in stages:
         keys.extend(k for k in history.history if k not in keys)
-    merged: dict[str, list] = {"stage": [], "epoch": [], **{k: [] for k in keys}}
+    merged: dict[str, list] = {"stage": [], "phase": [], "epoch": [], **{k: [] for k in keys}}
     epoch = 0
-    for stage, history in stages:
+    for stage, phase, history in stages:
         n = len(next(iter(history.history.values()), []))
         for i in range(n):
             merged["stage"].append(stage)
+            merged["phase"].append(phase)
             merged["epoch"].append(epoch)
             epoch += 1
             for k in keys:
