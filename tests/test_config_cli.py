@@ -20,7 +20,7 @@ def test_shipped_configs_validate(snare_path):
     snare = load_config(CONFIGS / "snare.yaml", {"data.path": str(snare_path)})
     names = [c["name"] for c in snare["model"]["components"]]
     assert names == ["atac", "rna"] and snare["model"]["components"][1]["parents"] == ["atac"]
-    assert snare["data"]["modalities"]["atac"]["likelihood"] == "bernoulli"
+    assert snare["data"]["modalities"]["atac"]["likelihood"] == "bernoulli_depth"
     assert snare["data"]["modalities"]["rna"]["likelihood"] == "zinb"
 
 

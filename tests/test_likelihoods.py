@@ -9,6 +9,7 @@ from scipy import special, stats
 from cavachon_like.distributions import (
     LIKELIHOODS,
     Bernoulli,
+    BernoulliDepth,
     Likelihood,
     NegativeBinomial,
     Normal,
@@ -66,6 +67,27 @@ def test_bernoulli_matches_scipy(rng):
     expected = stats.bernoulli.logpmf(x > 0, special.expit(raw["logits"].astype(np.float64))).sum(-1)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(likelihood.mean(params), special.expit(raw["logits"]), rtol=1e-5)
+
+
+def test_bernoulli_depth_matches_scipy_dense_and_sparse(rng):
+    """P(open) = 1 - exp(-library * softmax(logits)), whatever the size of the rate."""
+    likelihood = BernoulliDepth()
+    x = _counts(rng)
+    raw = _raw(rng, likelihood, scale=4.0)
+    library = _library(rng)
+    library[0] = 0.5  # rates far below 1e-3 ...
+    library[1] = 1e6  # ... and far above 20
+    actual, params = _log_prob(likelihood, x, raw, library)
+    rate = special.softmax(raw["logits"].astype(np.float64), axis=-1) * library.astype(np.float64)
+    p_open = -np.expm1(-rate)
+    # In log space: log P(closed) = -rate stays finite where P(open) rounds to 1.
+    expected = np.where(x > 0, np.log(p_open), -rate).sum(-1)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-3)
+    sparse = tf.sparse.from_dense(tf.constant(x))
+    np.testing.assert_allclose(likelihood.log_prob(sparse, params).numpy(), actual, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(likelihood.mean(params), p_open, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(likelihood.distribution(params).log_prob(tf.constant((x > 0).astype(np.float32))),
+                               actual, rtol=1e-4, atol=1e-3)
 
 
 def test_poisson_matches_scipy(rng):
@@ -136,7 +158,8 @@ def test_normal_matches_scipy(rng):
     np.testing.assert_allclose(likelihood.mean(params), raw["loc"])
 
 
-@pytest.mark.parametrize("cls", [Bernoulli, Poisson, NegativeBinomial, ZeroInflatedNegativeBinomial, Normal])
+@pytest.mark.parametrize("cls", [Bernoulli, BernoulliDepth, Poisson, NegativeBinomial, ZeroInflatedNegativeBinomial,
+                                 Normal])
 def test_shapes_dtypes_and_float16_heads(rng, cls):
     likelihood = cls()
     raw = {k: tf.constant(v, tf.float16) for k, v in _raw(rng, likelihood).items()}
@@ -148,7 +171,7 @@ def test_shapes_dtypes_and_float16_heads(rng, cls):
     assert likelihood.mean(params).shape == (B, F)
 
 
-@pytest.mark.parametrize("cls", COUNT_LIKELIHOODS + [Bernoulli])
+@pytest.mark.parametrize("cls", COUNT_LIKELIHOODS + [Bernoulli, BernoulliDepth])
 def test_extreme_parameters_give_finite_values_and_gradients(cls):
     likelihood = cls()
     x = tf.constant(np.tile([0.0, 1.0, 500.0, 0.0, 3.0, 500.0], (4, 1)), tf.float32)
@@ -184,6 +207,7 @@ def test_class_attributes():
     ("name", "cls"),
     [
         ("bernoulli", Bernoulli),
+        ("bernoulli_depth", BernoulliDepth),
         ("poisson", Poisson),
         ("nb", NegativeBinomial),
         ("negative_binomial", NegativeBinomial),
