@@ -16,8 +16,8 @@ from .attribution import attribution_by_cluster, conditional_attribution
 from .clustering import (
     DEFAULT_K,
     cluster_assignments,
-    degenerate_clustering,
     cluster_summary,
+    degenerate_clustering,
     neighbourhood_table,
 )
 from .differential import differential_analysis

@@ -19,6 +19,7 @@ from ..train.optimizers import fused
 from .graph import ComponentGraph
 from .specs import check_components, default_units, normalize_modalities, with_default_units
 
+
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class CAVACHON(keras.Model):
     """Hierarchical VAE over a user-given DAG of components (paper Eq. 1-3).
@@ -142,8 +143,8 @@ class CAVACHON(keras.Model):
         """Build a model whose modality specs (likelihood, sizes, batch encoding) come from ``data``.
 
         Encoders and decoders that set no ``units`` get widths scaled to the number of
-        cells (:func:`~cavachon_like.model.specs.default_units`): the paper's
-        1024-512-256-128 from about 8,000 cells, down to 256-128 for small data.
+        cells (:func:`~cavachon_like.model.specs.default_units`): 256-128 up to about
+        32,000 cells, 512-256-128 above.
         """
         used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
         missing = sorted(used - set(data.mod))
@@ -220,12 +221,14 @@ class CAVACHON(keras.Model):
         a standard normal and weighted by :attr:`kl_weight`.
         """
         terms: dict[str, tf.Tensor] = {}
+        kls, nlls = [], []
         for name in components:
             parts = self.components[name].loss_terms(x, outputs[name], pretrain=self._pretraining)
-            terms[f"{name}_kl"] = parts.pop("kl")
+            terms[f"{name}_kl"] = parts["kl"]
             terms.update({f"{m}_nll": v for m, v in parts["nll"].items()})
-        kl = tf.add_n([terms[f"{name}_kl"] for name in components])
-        nll = tf.add_n([v for k, v in terms.items() if k.endswith("_nll")])
+            kls.append(parts["kl"])
+            nlls.extend(parts["nll"].values())
+        kl, nll = tf.add_n(kls), tf.add_n(nlls)
         if self._pretraining:
             kl = kl * tf.cast(self.kl_weight, kl.dtype)
         return nll + kl, terms

@@ -91,13 +91,13 @@ def default_units(n_cells: int) -> tuple[int, ...]:
 
     The first layer is ``n_cells / 64`` rounded down to a power of two, between 256
     and 512: 256-128 up to about 32,000 cells, 512-256-128 above. Narrower than the
-    paper's 1024-512-256-128 (Table S1), which on 500-cell data sets overfits
-    (validation loss turning up while training loss falls) and on SNARE-seq's
-    10,000 cells let the ATAC posterior collapse onto the prior (KL -> 0) during
-    the KL warm-up, where 256-128 learned a latent with 20-NN cell-type agreement
-    0.49. scvi-tools' defaults are narrower still (one layer of 128).
+    paper's 1024-512-256-128 (Table S1), which on SNARE-seq's 10,000 cells let the
+    ATAC posterior collapse onto the prior (KL -> 0) during the KL warm-up, where
+    256-128 learned a latent with 20-NN cell-type agreement 0.49; issue 8 also
+    reports it overfitting 500-cell data sets. scvi-tools' defaults are narrower
+    still (one layer of 128).
     """
-    width = 2 ** int(math.floor(math.log2(max(n_cells, 1) / CELLS_PER_UNIT))) if n_cells >= CELLS_PER_UNIT else 1
+    width = 2 ** int(math.floor(math.log2(max(n_cells // CELLS_PER_UNIT, 1))))
     width = min(max(width, MIN_WIDTH), MAX_WIDTH)
     units = [width]
     while units[-1] > BOTTLENECK:

@@ -1,7 +1,8 @@
 """Training: stage plans, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
 from .history import merge_histories
+from .kl_warmup import KLWarmup
 from .plan import MODES, training_plan
-from .prior_init import KLWarmup, fit_priors
+from .prior_init import fit_priors
 from .progressive import ProgressiveBlending
 from .scaling import global_mean
 

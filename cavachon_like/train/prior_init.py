@@ -1,31 +1,14 @@
-"""VaDE's pre-training helpers: a KL warm-up, and mixture priors fitted to the latents."""
+"""Mixture priors fitted to the latents after pre-training (VaDE's initialisation)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 #: Cells whose latents the GMM is fitted to; more adds time, not accuracy, for K <= 100.
 MAX_FIT_CELLS = 20_000
-
-
-class KLWarmup(keras.callbacks.Callback):
-    """Ramps a KL weight variable linearly from 0 (the first epoch) to 1 (epoch ``epochs``).
-
-    scMM and MultiVI warm the KL up the same way, so that the decoder first learns
-    from informative latents before the prior pulls them together.
-    """
-
-    def __init__(self, weight: keras.Variable, epochs: int) -> None:
-        super().__init__()
-        self.weight = weight
-        self.epochs = max(int(epochs), 1)
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.weight.assign(min(1.0, epoch / self.epochs))
 
 
 def fit_priors(model: Any, components: Sequence[str], dataset: tf.data.Dataset, seed: int | None = 0,
