@@ -3,9 +3,17 @@
 ``MultiModality.to_dataset`` imports TensorFlow on first use, so reading files and
 running QC stay light.
 """
+from .groups import cell_positions, resolve_groups
 from .modality import COUNT_LIKELIHOODS, INTEGER_LIKELIHOODS, UNS_KEY, Modality
 from .multimodality import MultiModality
-from .qc import PAPER_QC, FilterCells, FilterCellsByFraction, FilterFeatures, QCStep, from_config
+from .qc import (
+    PAPER_QC,
+    FilterCells,
+    FilterCellsByFraction,
+    FilterFeatures,
+    QCStep,
+    from_config,
+)
 from .readers import DEFAULT_LIKELIHOODS, FEATURE_TYPES, read_10x, read_h5ad, read_h5mu
 from .simulate import simulate
 
@@ -22,9 +30,11 @@ __all__ = [
     "Modality",
     "MultiModality",
     "QCStep",
+    "cell_positions",
     "from_config",
     "read_10x",
     "read_h5ad",
     "read_h5mu",
+    "resolve_groups",
     "simulate",
 ]

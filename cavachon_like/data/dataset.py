@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from .multimodality import _positions
+from .groups import cell_positions
 
 if TYPE_CHECKING:
     from .multimodality import MultiModality
@@ -125,7 +125,7 @@ def make_dataset(
         if not mod.obs_names.equals(mm.obs_names):
             raise ValueError(f"modality {name!r} no longer has the cells of the MultiModality in the same order; "
                              "rebuild it with MultiModality(dict(mm.mod)).")
-    cells = np.arange(mm.n_obs, dtype=np.int64) if indices is None else _positions(indices, mm.n_obs, "indices")
+    cells = np.arange(mm.n_obs, dtype=np.int64) if indices is None else cell_positions(indices, mm.obs_names, "indices")
     if not cells.size:
         raise ValueError("no cells to load: indices is empty.")
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from mudata._core.config import OPTIONS as MUDATA_OPTIONS
 
+from .groups import cell_positions
 from .modality import UNS_KEY, Modality, _as_batch_key
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ class MultiModality(md.MuData):
             ``{modality: boolean mask over its features}``; other modalities keep
             all features.
         """
-        cells = slice(None) if idx is None else _positions(idx, self.n_obs, "cells")
+        cells = slice(None) if idx is None else cell_positions(idx, self.obs_names, "cells")
         columns: slice | np.ndarray = slice(None)
         if features:
             columns = np.ones(self.n_vars, dtype=bool)
@@ -412,21 +413,6 @@ def _take_cells(mdata: md.MuData, keep: pd.Index) -> md.MuData:
         )
     with no_pull():
         return mdata[pos].copy()
-
-
-def _positions(idx: Any, n: int, what: str) -> np.ndarray:
-    idx = np.asarray(idx)
-    if idx.dtype == bool:
-        if idx.shape != (n,):
-            raise ValueError(f"boolean mask over {what} must have length {n}, got shape {idx.shape}.")
-        return np.flatnonzero(idx)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"{what} must be a 1-d array of integer positions or a boolean mask, got {idx.dtype} "
-                         f"with shape {idx.shape}.")
-    bad = idx[(idx < 0) | (idx >= n)]
-    if bad.size:
-        raise IndexError(f"{what} positions {bad[:_N_EXAMPLES].tolist()} are out of range for {n} cells.")
-    return idx.astype(np.int64)
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
