@@ -3,10 +3,12 @@ from .clustering import plot_attribution_by_cluster, plot_neighbourhood
 from .differential import plot_volcano
 from .embedding import embed_2d
 from .enrichment import plot_pathways, plot_running_score
-from .latent import plot_latents
+from .latent import color_norm, palette, plot_latents
 
 __all__ = [
+    "color_norm",
     "embed_2d",
+    "palette",
     "plot_attribution_by_cluster",
     "plot_latents",
     "plot_neighbourhood",
