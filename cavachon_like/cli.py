@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .model.differential import DEFAULT_DELTA, DEFAULT_FDR
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cavachon-like", description=__doc__)
@@ -34,11 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--reference", help="compare against this group instead of all other cells")
     analyze.add_argument("--modality", action="append", dest="modalities",
                          help="modality of the differential analysis (repeatable; default: count modalities, i.e. genes)")
-    analyze.add_argument("--samples", type=int, default=5000, dest="n_samples",
-                         help="Monte Carlo pairs per comparison (default: 5000)")
-    analyze.add_argument("--delta", type=float, default=0.0, help="log2 fold-change margin of the hypotheses")
+    analyze.add_argument("--draws", type=int, default=100, dest="n_draws",
+                         help="Monte Carlo draws per comparison (default: 100)")
+    analyze.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                         help=f"log2 fold-change margin of a differential call (default: {DEFAULT_DELTA})")
+    analyze.add_argument("--fdr-target", type=float, default=DEFAULT_FDR,
+                         help=f"posterior expected FDR of the calls (default: {DEFAULT_FDR})")
     analyze.add_argument("--gene-sets", help="GMT file for GSEA (e.g. ../shared/data/genesets/...); none: no GSEA")
-    analyze.add_argument("--upper-case", action="store_true", help="upper-case gene symbols (mouse -> human sets)")
+    analyze.add_argument("--upper-case", action=argparse.BooleanOptionalAction, default=None,
+                         help="upper-case gene symbols (mouse -> human sets); default: when that matches more genes")
     analyze.add_argument("--permutations", type=int, default=1000, help="GSEA permutations (default: 1000)")
     analyze.add_argument("--steps", type=int, default=50, help="integrated-gradient steps (default: 50)")
     analyze.add_argument("--baseline", choices=["mean", "zero"], default="mean",
@@ -85,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from .analysis.report import AnalysisOptions, analyze_run
 
-    fields = ("label_key", "groupby", "groups", "reference", "modalities", "n_samples", "delta", "gene_sets",
+    fields = ("label_key", "groupby", "groups", "reference", "modalities", "n_draws", "delta", "fdr_target", "gene_sets",
               "upper_case", "permutations", "steps", "baseline", "attribution", "embedding", "seed")
     options = AnalysisOptions(**{name: getattr(args, name) for name in fields})
     try:

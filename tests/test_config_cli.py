@@ -76,18 +76,21 @@ def test_cli_train_then_analyze(tmp_path, capsys):
     genes = list(result.mod["rna"].var_names)
     gmt.write_text("".join(f"SET{i}\tdesc\t" + "\t".join(genes[i * 20:(i + 1) * 20]) + "\n" for i in range(4)))
     analysis = tmp_path / "analysis"
-    args = ["analyze", str(out), "--out", str(analysis), "--group", "P0_C1", "--samples", "200", "--steps", "4",
+    args = ["analyze", str(out), "--out", str(analysis), "--group", "P0_C1", "--draws", "20", "--steps", "4",
             "--permutations", "20", "--embedding", "pca", "--gene-sets", str(gmt)]
     assert main(args) == 0
     for name in ("clusters_rna.csv", "cluster_summary_rna.csv", "metrics.csv", "neighbourhood_z_hat_rna.csv",
                  "neighbourhood.png", "attribution_rna.csv", "attribution_by_cluster_rna.png", "attribution_by_label_rna.csv", "de_rna_P0_C1.csv",
                  "volcano_rna_P0_C1.png", "gsea_rna_P0_C1.csv", "gsea_rna_P0_C1.png", "gsea_running_rna_P0_C1.png",
-                 "latent_atac.png", "latent_rna.png"):
+                 "ora_rna_P0_C1.csv", "de_summary.csv", "attribution_features_label_rna_rna.csv",
+                 "latent_atac.png", "latent_rna.png", "report.html"):
         assert (analysis / name).stat().st_size > 0, name
     metrics = pd.read_csv(analysis / "metrics.csv", index_col=0)
     assert list(metrics.index) == ["z_atac", "z_rna", "z_hat_rna", "z_atac+rna"]
     de = pd.read_csv(analysis / "de_rna_P0_C1.csv", index_col=0)
-    assert len(de) == len(genes) and {"bayes_factor_a_gt_b", "lfc_mean", "significant"} <= set(de.columns)
+    assert len(de) == len(genes) and {"log_bayes_factor", "lfc_median", "is_de", "expected_fdr"} <= set(de.columns)
+    html = (analysis / "report.html").read_text()
+    assert "volcano plot, P0_C1 vs rest" in html and html.count("data:image/png;base64,") >= 8
     capsys.readouterr()
     assert main(["analyze", str(out), "--group", "nope", "--out", str(analysis)]) == 2
     assert "has no group ['nope']" in capsys.readouterr().err

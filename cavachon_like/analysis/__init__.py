@@ -1,19 +1,20 @@
-"""Analyses of a trained model: clustering, metrics, attribution, differential analysis, GSEA.
+"""Analyses of a trained model: clustering, metrics, attribution, differential expression, GSEA.
 
-Every analysis takes the trained :class:`~cavachon_like.CAVACHON` and its
+Every analysis takes a trained model, through the public interface of
+:class:`~cavachon_like.model.MultimodalModel` only, and its
 :class:`~cavachon_like.MultiModality` (or arrays) and returns tables;
 :mod:`cavachon_like.plotting` draws them and :func:`analyze_run` does all of it
 for a folder written by ``cavachon-like train``.
 """
-from .attribution import attribution_by_cluster, conditional_attribution
-from .clustering import cluster_assignments, cluster_summary, degenerate_clustering, neighbourhood_table
-from .differential import (
-    differential_analysis,
-    one_vs_rest,
-    ranking_score,
-    resolve_groups,
+from .attribution import attribution_by_cluster, top_attributed_features
+from .clustering import (
+    cluster_assignments,
+    cluster_summary,
+    degenerate_clustering,
+    neighbourhood_table,
 )
-from .enrichment import Enrichment, gsea
+from .differential import one_vs_rest
+from .enrichment import Enrichment, gsea, overrepresentation
 from .metrics import (
     batch_silhouette,
     cluster_agreement,
@@ -31,9 +32,7 @@ __all__ = [
     "cluster_agreement",
     "cluster_assignments",
     "cluster_summary",
-    "conditional_attribution",
     "degenerate_clustering",
-    "differential_analysis",
     "evaluate_latent",
     "gsea",
     "ilisi",
@@ -42,6 +41,6 @@ __all__ = [
     "label_silhouette",
     "neighbourhood_table",
     "one_vs_rest",
-    "ranking_score",
-    "resolve_groups",
+    "overrepresentation",
+    "top_attributed_features",
 ]

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attribution import attribution_by_cluster, conditional_attribution
+from ..model.differential import DEFAULT_DELTA, DEFAULT_FDR
+from .attribution import attribution_by_cluster, top_attributed_features
 from .clustering import (
     DEFAULT_K,
     cluster_assignments,
@@ -20,8 +21,8 @@ from .clustering import (
     degenerate_clustering,
     neighbourhood_table,
 )
-from .differential import differential_analysis
-from .enrichment import gsea
+from .enrichment import gsea, overrepresentation
+from .html import Section, write_html_report
 from .metrics import evaluate_latent
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,13 @@ class AnalysisOptions:
     modalities
         Modalities of the differential analysis; default those modelled as counts
         with a library size (genes), since GSEA needs gene symbols.
-    n_samples, delta
-        Monte Carlo pairs and log2 fold-change margin of the differential analysis.
+    n_draws, delta, fdr_target
+        Monte Carlo draws, log2 fold-change margin and posterior expected FDR of the
+        differential expression (``model.differential_expression``).
     gene_sets
-        GMT file for GSEA (skipped without one); ``upper_case`` maps mouse symbols
-        to human sets; ``permutations`` per GSEA.
+        GMT file for GSEA and over-representation (skipped without one);
+        ``upper_case`` maps mouse symbols to human sets (None: decided from the
+        overlap); ``permutations`` per GSEA.
     steps, baseline
         Integrated-gradient steps and baseline of the conditional attribution.
     attribution
@@ -67,10 +70,11 @@ class AnalysisOptions:
     groups: Sequence[str] | None = None
     reference: str | None = None
     modalities: Sequence[str] | None = None
-    n_samples: int = 5000
-    delta: float = 0.0
+    n_draws: int = 100
+    delta: float = DEFAULT_DELTA
+    fdr_target: float = DEFAULT_FDR
     gene_sets: str | None = None
-    upper_case: bool = False
+    upper_case: bool | None = None
     permutations: int = 1000
     steps: int = 50
     baseline: str = "mean"
@@ -124,36 +128,56 @@ def load_run(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     return model, data, config
 
 
-def _write(table: pd.DataFrame, path: Path, written: list[Path], index: bool = True) -> None:
-    table.to_csv(path, index=index)
-    written.append(path)
+class _Outputs:
+    """Files written by :func:`analyze`, grouped into the sections of ``report.html``."""
 
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: list[Path] = []
+        self.sections: dict[str, Section] = {}
+        self.warnings: list[str] = []
 
-def _save(figure: Any, path: Path, written: list[Path]) -> None:
-    import matplotlib.pyplot as plt
+    def section(self, title: str, text: str = "") -> Section:
+        if title not in self.sections:
+            self.sections[title] = Section(title=title, text=text)
+        return self.sections[title]
 
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    written.append(path)
+    def table(self, section: str, name: str, table: pd.DataFrame, caption: str, index: bool = True) -> None:
+        path = self.out / name
+        table.to_csv(path, index=index)
+        self.written.append(path)
+        self.section(section).tables.append((path, caption))
+
+    def figure(self, section: str, name: str, figure: Any, caption: str) -> None:
+        import matplotlib.pyplot as plt
+
+        path = self.out / name
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        self.written.append(path)
+        self.section(section).figures.append((path, caption))
+
+    def warn(self, message: str) -> None:
+        logger.warning(message)
+        self.warnings.append(message)
 
 
 def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | None = None) -> list[Path]:
     """Run every analysis of ``model`` on ``data`` and write the tables and figures to ``out``.
 
-    Returns the paths written. Writes, per component ``c`` with a mixture prior,
-    ``clusters_<c>.csv`` (and ``cluster_summary_<c>.csv`` with labels); per latent,
-    ``neighbourhood_<latent>.csv`` and one ``metrics.csv``; per component with
-    parents, ``attribution_<c>.csv`` and ``attribution_by_{cluster,label}_<c>.csv``; per
-    compared group and modality, ``de_<modality>_<group>.csv``, a volcano plot and,
-    with gene sets, ``gsea_<group>.csv`` with its figures; and ``latent_<c>.png``.
+    Uses only the public model interface. Returns the paths written. Writes, per
+    latent ``c`` with a mixture prior, ``clusters_<c>.csv`` (and
+    ``cluster_summary_<c>.csv`` with labels); per latent, ``neighbourhood_<latent>.csv``
+    and one ``metrics.csv``; per latent with parents, ``attribution_<c>.csv``,
+    ``attribution_by_{cluster,label}_<c>.csv`` and ``attribution_features_<c>_<m>.csv``;
+    per compared group and modality, ``de_<modality>_<group>.csv`` with a volcano
+    plot and, with gene sets, ``gsea_<...>.csv`` and ``ora_<...>.csv`` with figures;
+    ``latent_<c>.png``; and ``report.html``, one file holding all of it.
     """
     from ..plotting import (
         plot_attribution_by_cluster,
         plot_latents,
         plot_neighbourhood,
-        plot_pathways,
-        plot_running_score,
-        plot_volcano,
     )
 
     options = options or AnalysisOptions()
@@ -161,16 +185,18 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
     seed = 0 if options.seed is None else int(options.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    order = list(model.graph.order)
+    report = _Outputs(out)
+    order = list(model.latent_names)
     if not all(f"z_{c}" in data.obsm for c in order):
         model.annotate(data)
-    labels = None if options.label_key is None else data.obs_column(options.label_key).astype(str).to_numpy()
-    batch_column = next((k for s in model.modality_specs.values() for k in s["batch_key"]), None)
+    label = options.label_key
+    labels = None if label is None else data.obs_column(label).astype(str).to_numpy()
+    batch_column = next((k for m in model.modality_names for k in model.batch_keys(m)), None)
     batch = None if batch_column is None else data.obs_column(batch_column).astype(str).to_numpy()
 
     # 1. clusters
     clusters: dict[str, np.ndarray] = {}
+    problems: dict[str, str] = {}
     for c in order:
         if f"cluster_probabilities_{c}" not in data.obsm:
             continue
@@ -178,14 +204,18 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
         clusters[c] = table["cluster"].astype(str).to_numpy()
         problem = degenerate_clustering(clusters[c], c)
         if problem:
-            logger.warning(problem)
-        _write(table, out / f"clusters_{c}.csv", written)
+            problems[c] = problem
+            report.warn(problem)
+        report.table("Clusters", f"clusters_{c}.csv", table, f"cluster of every cell in z_{c} (argmax p(c|z))")
         if labels is not None:
-            _write(cluster_summary(clusters[c], labels), out / f"cluster_summary_{c}.csv", written, index=False)
+            report.table("Clusters", f"cluster_summary_{c}.csv", cluster_summary(clusters[c], labels),
+                         f"clusters of z_{c} against {label}: best-matching label, precision, recall, F1",
+                         index=False)
 
     # 2. metrics and neighbourhood tables of every latent space
     latents = {f"z_{c}": data.obsm[f"z_{c}"] for c in order}
-    latents.update({f"z_hat_{c}": data.obsm[f"z_hat_{c}"] for c in order if model.graph.parents(c)})
+    latents.update({f"z_hat_{c}": data.obsm[f"z_hat_{c}"] for c in order if f"z_hat_{c}" in data.obsm
+                    and c in model.attributable_latents})
     if len(order) > 1:
         latents["z_" + "+".join(order)] = np.concatenate([data.obsm[f"z_{c}"] for c in order], axis=1)
     rows, neighbourhoods = [], {}
@@ -195,67 +225,127 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
         if reference is None:
             continue
         neighbourhoods[name] = neighbourhood_table(latent, reference, k=options.k, index=data.obs_names)
-        _write(neighbourhoods[name], out / f"neighbourhood_{name}.csv", written)
+        report.table("Latent spaces", f"neighbourhood_{name}.csv", neighbourhoods[name],
+                     f"per cell, the fraction of its k nearest neighbours in {name} sharing its label")
         if labels is not None:
             metrics = evaluate_latent(latent, labels, batch=batch, clusters=clusters.get(own) if own else None,
                                       seed=seed)
             rows.append({"latent": name, **metrics})
     if rows:
-        _write(pd.DataFrame(rows).set_index("latent"), out / "metrics.csv", written)
+        report.table("Latent spaces", "metrics.csv", pd.DataFrame(rows).set_index("latent"),
+                     f"agreement of each latent space with {label} and mixing of {batch_column or 'batches'}")
     if neighbourhoods:
-        _save(plot_neighbourhood(neighbourhoods), out / "neighbourhood.png", written)
+        reference_name = label or "own cluster"
+        report.figure("Latent spaces", "neighbourhood.png", plot_neighbourhood(neighbourhoods, label=reference_name),
+                      f"fraction of k nearest neighbours sharing the {reference_name}, overall and per {reference_name}")
 
-    # 3. conditional attribution of components with parents
+    # 3. conditional attribution of latents with parents
+    titles: dict[str, str] = {}
     score_columns: dict[str, list[str]] = {c: [] for c in order}
     if options.attribution:
-        for c in (c for c in order if model.graph.parents(c)):
-            scores = conditional_attribution(model, data, c, steps=options.steps, baseline=options.baseline)
-            _write(scores, out / f"attribution_{c}.csv", written)
-            for m in model.graph.modalities(c):
-                data.obs[f"attribution_{c}_{m}"] = scores[m].to_numpy()
-                score_columns[c].append(f"attribution_{c}_{m}")
-            # by the component's own clusters (paper Fig. 4) and, with annotations, by label
-            first = model.graph.modalities(c)[0]
+        for c in model.attributable_latents:
+            section = f"Conditional attribution of z_{c}"
+            scores = model.conditional_attribution(data, c, steps=options.steps, baseline=options.baseline)
+            report.table(section, f"attribution_{c}.csv", scores,
+                         f"per cell: how much z_{c} beyond its parents changes the decoded data (mean squared change "
+                         "of log1p counts per 10,000; *_delta: the exact value the integrated gradients "
+                         "approximate)")
+            for m in model.latent_modalities(c):
+                column = f"attribution_{c}_{m}"
+                data.obs[column] = scores[m].to_numpy()
+                score_columns[c].append(column)
+                titles[column] = f"conditional attribution of z_{c} on {m}"
+            first = model.latent_modalities(c)[0]
             for kind, groups in (("cluster", clusters.get(c)), ("label", labels)):
                 if groups is None:
                     continue
                 summary = attribution_by_cluster(scores, groups)
-                _write(summary, out / f"attribution_by_{kind}_{c}.csv", written)
-                _save(plot_attribution_by_cluster(summary, f"{first}_mean", title=f"conditional attribution of z_{c}"),
-                      out / f"attribution_by_{kind}_{c}.png", written)
+                group_name = f"cluster of z_{c}" if kind == "cluster" else label
+                report.table(section, f"attribution_by_{kind}_{c}.csv", summary,
+                             f"attribution of z_{c} per {group_name}: cells, mean, median, quartiles")
+                report.figure(section, f"attribution_by_{kind}_{c}.png",
+                              plot_attribution_by_cluster(summary, f"{first}_mean", title=f"conditional attribution "
+                                                          f"of z_{c} on {first}",
+                                                          unit="mean squared change of log1p(counts per 10,000)",
+                                                          group_name=group_name),
+                              f"attribution of z_{c} per {group_name}: median with quartiles, mean as a diamond")
+                for m in model.latent_modalities(c):
+                    features = top_attributed_features(model, data, c, m, groups, seed=seed)
+                    report.table(section, f"attribution_features_{kind}_{c}_{m}.csv", features,
+                                 f"per {group_name}, the {m} features z_{c} changes most (mean change of "
+                                 "log1p counts per 10,000 from the population-mean latent to the cell's)",
+                                 index=False)
 
-    # 4. differential analysis and GSEA
+    # 4. differential expression and gene set enrichment
     groupby = options.groupby or options.label_key
     if groupby is not None:
-        values = data.obs_column(groupby).astype(str)
-        groups = list(options.groups) if options.groups else sorted(v for v in values.unique() if v != options.reference)
-        modalities = list(options.modalities) if options.modalities else [
-            m for c in order for m in model.graph.modalities(c) if model.components[c].likelihoods[m].uses_library_size
-        ]
-        for m in modalities:
-            for group in groups:
-                table = differential_analysis(model, data, m, group_a=group, group_b=options.reference,
-                                              groupby=groupby, n_samples=options.n_samples, delta=options.delta,
-                                              seed=seed)
-                stem = f"{_slug(m)}_{_slug(group)}" + (f"_vs_{_slug(options.reference)}" if options.reference else "")
-                _write(table, out / f"de_{stem}.csv", written)
-                _save(plot_volcano(table), out / f"volcano_{stem}.png", written)
-                logger.info("differential %s %s: %d significant features", m, group, int(table["significant"].sum()))
-                if options.gene_sets is None:
-                    continue
-                enrichment = gsea(table, options.gene_sets, upper_case=options.upper_case,
-                                  permutations=options.permutations, seed=seed)
-                _write(enrichment.table, out / f"gsea_{stem}.csv", written, index=False)
-                _save(plot_pathways(enrichment, title=f"GSEA: {group} vs {options.reference or 'rest'}"),
-                      out / f"gsea_{stem}.png", written)
-                _save(plot_running_score(enrichment), out / f"gsea_running_{stem}.png", written)
+        _differential(model, data, options, groupby, seed, report)
 
     # 5. latent plots coloured by cluster, label, batch and attribution
     for c in order:
-        color_by = [k for k in (options.label_key, batch_column) if k is not None] + score_columns[c]
-        _save(plot_latents(data, [c], color_by=color_by, method=options.embedding, seed=seed),
-              out / f"latent_{c}.png", written)
-    return written
+        color_by = [k for k in (label, batch_column) if k is not None] + score_columns[c]
+        report.figure("Latent embeddings", f"latent_{c}.png",
+                      plot_latents(data, [c], color_by=color_by, method=options.embedding, seed=seed, titles=titles,
+                                   warnings={c: problems[c]} if c in problems else None),
+                      f"z_{c} embedded with {options.embedding.upper()}, coloured by its clusters, "
+                      + ", ".join(color_by))
+    path = write_html_report(out / "report.html", f"cavachon_like analysis of {data.n_obs:,} cells",
+                             list(report.sections.values()), warnings=report.warnings)
+    return report.written + [path]
+
+
+def _differential(model: Any, data: Any, options: AnalysisOptions, groupby: str, seed: int, report: _Outputs) -> None:
+    """Step 4 of :func:`analyze`: DE per group and modality, GSEA and over-representation."""
+    from ..plotting import plot_pathways, plot_running_score, plot_volcano
+
+    values = data.obs_column(groupby).astype(str)
+    groups = list(options.groups) if options.groups else sorted(v for v in values.unique() if v != options.reference)
+    modalities = list(options.modalities) if options.modalities else [
+        m for m in model.modality_names if model.uses_library_size(m)
+    ]
+    summary = []
+    for m in modalities:
+        section = f"Differential expression: {m}"
+        for group in groups:
+            table = model.differential_expression(data, m, groupby=groupby, group_a=group, group_b=options.reference,
+                                                  n_draws=options.n_draws, delta=options.delta,
+                                                  fdr_target=options.fdr_target, seed=seed)
+            versus = options.reference or "rest"
+            stem = f"{_slug(m)}_{_slug(group)}" + (f"_vs_{_slug(options.reference)}" if options.reference else "")
+            attrs = table.attrs
+            summary.append({"modality": m, "group": group, "versus": versus, "n_a": attrs["n_a"],
+                            "n_b": attrs["n_b"], "up": attrs["n_up"], "down": attrs["n_down"],
+                            "top_up": ", ".join(table.index[table["is_de"] & (table["direction"] == "up")][:8])})
+            report.table(section, f"de_{stem}.csv", table,
+                         f"{m}, {group} vs {versus}: posterior log2 fold changes (LFC), probability of |LFC| > "
+                         f"{attrs['delta']:g}, calls at expected FDR {attrs['fdr_target']:g}; means in "
+                         f"{attrs['units']}")
+            report.figure(section, f"volcano_{stem}.png", plot_volcano(table), f"volcano plot, {group} vs {versus}")
+            logger.info("differential %s %s: %d up, %d down", m, group, attrs["n_up"], attrs["n_down"])
+            if options.gene_sets is None:
+                continue
+            enrichment = gsea(table, options.gene_sets, upper_case=options.upper_case,
+                              permutations=options.permutations, seed=seed)
+            for problem in enrichment.warnings:
+                report.warn(f"GSEA {m} {group}: {problem}")
+            gsea_section = f"Gene set enrichment: {m}"
+            report.table(gsea_section, f"gsea_{stem}.csv", enrichment.table,
+                         f"preranked GSEA of {group} vs {versus} (ranking: DE score); sets up in {group} first",
+                         index=False)
+            report.figure(gsea_section, f"gsea_{stem}.png",
+                          plot_pathways(enrichment, title=f"GSEA: {group} vs {versus}",
+                                        permutations=options.permutations),
+                          f"top gene sets up (left) and down (right) in {group}")
+            report.figure(gsea_section, f"gsea_running_{stem}.png",
+                          plot_running_score(enrichment, permutations=options.permutations),
+                          f"running enrichment score of the top set up in {group}")
+            ora = overrepresentation(table, options.gene_sets, upper_case=enrichment.upper_cased)
+            report.table(gsea_section, f"ora_{stem}.csv", ora,
+                         f"over-representation of the up and down calls of {group} (hypergeometric, background: "
+                         "every tested gene)", index=False)
+    if summary:
+        report.table(f"Differential expression: {modalities[0]}", "de_summary.csv", pd.DataFrame(summary),
+                     "calls per comparison", index=False)
 
 
 def analyze_run(run_dir: str | Path, out: str | Path | None = None, options: AnalysisOptions | None = None) -> list[Path]:

@@ -1,5 +1,6 @@
-"""User-facing models."""
+"""User-facing models: the public interface every family implements, and CAVACHON."""
+from .base import MultimodalModel
 from .cavachon import CAVACHON
 from .graph import ComponentGraph
 
-__all__ = ["CAVACHON", "ComponentGraph"]
+__all__ = ["CAVACHON", "ComponentGraph", "MultimodalModel"]

@@ -1,4 +1,4 @@
-"""Conditional attribution scores by integrated gradients (paper Appendix G, Eq. S6)."""
+"""Conditional attribution by integrated gradients (paper Appendix G, Eq. S6) for CAVACHON."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -9,6 +9,9 @@ import pandas as pd
 import tensorflow as tf
 
 BASELINES = ("zero", "mean")
+#: How decoded values are compared: log1p of counts per library size (default), or the
+#: paper's linear scale, on which one abundant transcript dominates the score.
+TRANSFORMS = ("log1p", "linear")
 
 
 def _trapezoid(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,19 +47,28 @@ def conditional_attribution(
     modalities: Sequence[str] | None = None,
     steps: int = 50,
     baseline: str | Sequence[float] = "mean",
+    transform: str = "log1p",
+    per_feature: bool = False,
+    indices: Any = None,
     batch_size: int = 256,
-    scale: float = 1e4,
-) -> pd.DataFrame:
-    """How much a component's own latent, beyond its ancestors', shapes each cell's generated data.
+    library_size: float = 1e4,
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """How much a component's own latent, beyond its ancestors', shapes each cell's decoded data.
 
-    With ``rho(a)`` the decoded mean of modality ``m`` (at library size ``scale``)
-    along a path from a baseline (``a = 0``) to the cell's latent (``a = 1``), Eq. S6
-    multiplies the change of the output by the integrated gradient. Here that is the
-    integrated gradient of ``s(a) = v . rho(a)`` with ``v = rho(1) - rho(0)`` fixed:
-    per latent dimension ``j``, ``(u_j - u0_j) * integral ds/du_j da`` along the
-    straight path ``u(a)`` (trapezoid rule over ``steps`` intervals). By the
-    completeness of integrated gradients the dimensions sum to ``|rho(1) - rho(0)|^2``;
-    the score is that sum divided by the number of features.
+    With ``rho(a)`` the decoded mean of modality ``m`` (counts per ``library_size``,
+    through ``transform``) along a path from a baseline (``a = 0``) to the cell's
+    latent (``a = 1``), Eq. S6 multiplies the change of the output by the integrated
+    gradient. Here that is the integrated gradient of ``s(a) = v . rho(a)`` with
+    ``v = rho(1) - rho(0)`` fixed: per latent dimension ``j``,
+    ``(u_j - u0_j) * integral ds/du_j da`` along the straight path ``u(a)``
+    (trapezoid rule over ``steps`` intervals). By the completeness of integrated
+    gradients the dimensions sum to ``|rho(1) - rho(0)|^2``; the score is that sum
+    divided by the number of features.
+
+    ``transform="log1p"`` (default) compares ``log1p`` of the decoded counts, so a
+    fold change counts the same for every feature; ``"linear"`` is the paper's
+    scale, on which one abundant transcript (Malat1 on SNARE-seq, 57% of the score)
+    dominates.
 
     Baselines:
 
@@ -74,32 +86,24 @@ def conditional_attribution(
 
     Parameters
     ----------
-    model
-        A trained :class:`~cavachon_like.CAVACHON`.
-    data
-        The :class:`~cavachon_like.MultiModality` it was trained on (or new cells).
-    component
-        Component whose latent is attributed.
-    modalities
-        Modalities of the component to score (default all).
-    steps
-        Integration intervals.
-    baseline
-        ``"zero"``, ``"mean"`` or a latent vector of the component's dimension.
-    batch_size
-        Cells per forward/backward pass.
-    scale
-        Library size at which count modalities are decoded (counts per ``scale``).
+    per_feature
+        Return, per modality, the cells x features table of ``rho(1) - rho(0)``
+        instead of scores. By completeness this is exactly each feature's
+        attribution summed over the latent dimensions, so no integration runs.
+    indices
+        Cells to score (default all).
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame or dict of DataFrames
         Indexed by cell: per modality ``m``, the score ``m`` and ``m_delta``, the
         exact ``|rho(1) - rho(0)|^2 / F`` that the score approximates (a check of the
-        integration: they agree when ``steps`` is large enough).
+        integration). With ``per_feature``: ``{m: cells x features}``.
     """
     if component not in model.components:
         raise KeyError(f"unknown component {component!r}; the model has {list(model.components)}.")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}.")
     module = model.components[component]
     modalities = list(modalities or module.modalities)
     unknown = [m for m in modalities if m not in module.modalities]
@@ -107,15 +111,17 @@ def conditional_attribution(
         raise ValueError(f"component {component!r} does not decode {unknown}; it decodes {module.modalities}.")
     alphas, weights = _trapezoid(steps)
     z0 = _baseline_latent(model, data, component, baseline, batch_size)
+    cells = np.arange(data.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
 
-    def decoded(m: str) -> Callable[..., tf.Tensor]:
+    def decoded(m: str) -> tuple[Callable[..., tf.Tensor], Callable[..., tf.Tensor]]:
         @tf.function(reduce_retracing=True)
         def rho(u: tf.Tensor, z: tf.Tensor, parents: list[tf.Tensor], batch: tf.Tensor) -> tf.Tensor:
             if z0 is None:
                 z_hat = module.hierarchical_encoder(z, parents, alpha=u)
             else:
                 z_hat = module.hierarchical_encoder(u, parents)
-            return module.likelihoods[m].normalized_mean(module.decoders[m](z_hat, batch), scale)
+            value = module.likelihoods[m].normalized_mean(module.decoders[m](z_hat, batch), library_size)
+            return tf.math.log1p(value) if transform == "log1p" else value
 
         @tf.function(reduce_retracing=True)
         def gradient(u: tf.Tensor, z: tf.Tensor, parents: list[tf.Tensor], batch: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
@@ -128,7 +134,8 @@ def conditional_attribution(
 
     functions = {m: decoded(m) for m in modalities}
     columns: dict[str, list[np.ndarray]] = {key: [] for m in modalities for key in (m, f"{m}_delta")}
-    for inputs in model.make_dataset(data, batch_size=batch_size, shuffle=False):
+    changes: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    for inputs in model.make_dataset(data, batch_size=batch_size, shuffle=False, indices=cells):
         outputs = model(inputs, training=False, sample=False, components=[component], decode=False)
         z = outputs[component]["z"]
         parents = [outputs[p][module.conditioned_on] for p in module.parents]
@@ -139,28 +146,17 @@ def conditional_attribution(
         for m, (rho, gradient) in functions.items():
             batch = inputs["batch"][m]
             v = rho(end, z, parents, batch) - rho(start, z, parents, batch)
+            if per_feature:
+                changes[m].append(v.numpy())
+                continue
             total = tf.zeros_like(z)
             for alpha, weight in zip(alphas, weights):
                 total += weight * gradient(start + alpha * (end - start), z, parents, batch, v)
             n_features = float(v.shape[-1])
             columns[m].append(tf.reduce_sum((end - start) * total, axis=-1).numpy() / n_features)
             columns[f"{m}_delta"].append(tf.reduce_sum(tf.square(v), axis=-1).numpy() / n_features)
-    return pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()}, index=pd.Index(data.obs_names, name="cell"))
-
-
-def attribution_by_cluster(scores: pd.DataFrame | pd.Series, clusters: Any) -> pd.DataFrame:
-    """Mean and median score per cluster, clusters with the highest mean first (paper Fig. 4).
-
-    A high mean marks a cluster whose variation the component's own latent explains
-    rather than its ancestors'.
-    """
-    frame = scores.to_frame() if isinstance(scores, pd.Series) else scores
-    frame = frame[[c for c in frame.columns if not str(c).endswith("_delta")]]
-    clusters = np.asarray(clusters).astype(str)
-    if len(clusters) != len(frame):
-        raise ValueError(f"{len(clusters)} cluster labels for {len(frame)} cells.")
-    grouped = frame.groupby(clusters, observed=True)
-    table = grouped.mean().add_suffix("_mean").join(grouped.median().add_suffix("_median"))
-    table.insert(0, "n_cells", grouped.size())
-    table.index.name = "cluster"
-    return table.sort_values(f"{frame.columns[0]}_mean", ascending=False)
+    index = pd.Index(data.obs_names[cells], name="cell")
+    if per_feature:
+        return {m: pd.DataFrame(np.concatenate(v), index=index, columns=data.mod[m].var_names)
+                for m, v in changes.items()}
+    return pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()}, index=index)

@@ -1,7 +1,6 @@
 """The CAVACHON model: components wired by a DAG, trained stage by stage."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,14 +13,31 @@ from ..data import MultiModality
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import set_seed
-from ..train import MODES, KLWarmup, ProgressiveBlending, fit_priors, global_mean, merge_histories, training_plan
+from ..train import (
+    MODES,
+    KLWarmup,
+    ProgressiveBlending,
+    fit_priors,
+    global_mean,
+    merge_histories,
+    training_plan,
+)
 from ..train.optimizers import fused
+from .attribution import conditional_attribution
+from .base import MultimodalModel
+from .decoding import normalized_expression, predictive_sample
 from .graph import ComponentGraph
-from .specs import check_components, default_units, normalize_modalities, with_default_units
+from .specs import (
+    check_components,
+    check_data,
+    default_units,
+    normalize_modalities,
+    with_default_units,
+)
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
-class CAVACHON(keras.Model):
+class CAVACHON(keras.Model, MultimodalModel):
     """Hierarchical VAE over a user-given DAG of components (paper Eq. 1-3).
 
     Each component owns a latent z with a mixture-of-Gaussians prior and decodes its
@@ -139,7 +155,7 @@ class CAVACHON(keras.Model):
         )
 
     @classmethod
-    def from_data(cls, data: Any, components: Sequence[Mapping[str, Any]], **kwargs) -> "CAVACHON":
+    def from_data(cls, data: Any, components: Sequence[Mapping[str, Any]], **kwargs) -> CAVACHON:
         """Build a model whose modality specs (likelihood, sizes, batch encoding) come from ``data``.
 
         Encoders and decoders that set no ``units`` get widths scaled to the number of
@@ -335,20 +351,7 @@ class CAVACHON(keras.Model):
 
     def check_data(self, data: Any) -> None:
         """Raise a specific error if ``data`` does not fit this model (before any training)."""
-        errors = []
-        for m, spec in self.modality_specs.items():
-            if m not in data.mod:
-                errors.append(f"the model needs modality {m!r}; the data has {sorted(data.mod)}.")
-                continue
-            n = data.mod[m].n_vars
-            if n != spec["n_features"]:
-                errors.append(f"modality {m!r} has {n} features; the model was built for {spec['n_features']}.")
-            missing = [k for k in spec["batch_key"] if k not in data.mod[m].obs]
-            if missing:
-                errors.append(f"modality {m!r} lacks the batch column(s) {missing} in .obs.")
-        if errors:
-            raise ValueError("data does not match the model:\n  - " + "\n  - ".join(errors))
-        data.validate()
+        check_data(self.modality_specs, data)
 
     def fit(
         self,
@@ -459,27 +462,46 @@ class CAVACHON(keras.Model):
                     preprocessor.adapt(data.mod[m].X)
 
     # ------------------------------------------------------------------ outputs
+    # The public interface (see MultimodalModel for the contracts).
+    @property
+    def latent_names(self) -> list[str]:
+        return list(self.graph.order)
+
+    def latent_modalities(self, latent: str) -> list[str]:
+        return self.graph.modalities(latent)
+
+    def batch_keys(self, modality: str) -> list[str]:
+        return list(self.modality_specs[modality]["batch_key"])
+
+    def uses_library_size(self, modality: str) -> bool:
+        return bool(self.components[self.graph.component_of(modality)].likelihoods[modality].uses_library_size)
+
+    @property
+    def attributable_latents(self) -> list[str]:
+        return [c for c in self.graph.order if self.graph.parents(c)]
+
     def get_latent_representation(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
         """Posterior means per component: ``z_<c>``, ``z_hat_<c>`` and ``cluster_probabilities_<c>``."""
         dataset = self.make_dataset(data, batch_size=batch_size, shuffle=False)
         return {k: np.asarray(v) for k, v in self.predict(dataset, verbose=0).items()}
 
-    def annotate(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
-        """Write latents and clusters into ``data`` in scverse conventions.
+    def get_normalized_expression(self, data: Any, modality: str, **kwargs: Any) -> np.ndarray:
+        """Decoded means through the DAG: see :meth:`MultimodalModel.get_normalized_expression`."""
+        return normalized_expression(self, data, modality, **kwargs)
 
-        ``obsm["z_<c>"]``, ``obsm["z_hat_<c>"]``, ``obsm["cluster_probabilities_<c>"]``,
-        ``obs["cluster_<c>"]`` (categorical argmax of p(c|z)) and the model's
-        configuration as JSON in ``uns["cavachon_like"]["model"]``.
-        """
-        latents = self.get_latent_representation(data, batch_size=batch_size)
-        for key, value in latents.items():
-            data.obsm[key] = value
-            if key.startswith("cluster_probabilities_"):
-                name = key[len("cluster_probabilities_"):]
-                data.obs[f"cluster_{name}"] = pd.Categorical(value.argmax(axis=1).astype(str))
-        data.uns.setdefault("cavachon_like", {})
-        data.uns["cavachon_like"]["model"] = json.dumps(self.get_config(), default=str)
-        return latents
+    def posterior_predictive_sample(self, data: Any, modality: str, **kwargs: Any) -> np.ndarray:
+        """See :meth:`MultimodalModel.posterior_predictive_sample`."""
+        return predictive_sample(self, data, modality, **kwargs)
+
+    def conditional_attribution(self, data: Any, latent: str, **kwargs: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """Integrated-gradient attribution of ``latent`` beyond its parents (paper Eq. S6): see
+        :func:`cavachon_like.model.attribution.conditional_attribution`."""
+        if latent not in self.components:
+            raise KeyError(f"unknown component {latent!r}; the model has {list(self.components)}.")
+        if latent not in self.attributable_latents:
+            raise ValueError(f"component {latent!r} has no parents, so nothing conditions it; components with "
+                             f"parents: {self.attributable_latents}.")
+        return conditional_attribution(self, data, latent, **kwargs)
 
     # ------------------------------------------------------------------ serialization
     def get_config(self) -> dict[str, Any]:
@@ -495,7 +517,7 @@ class CAVACHON(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "CAVACHON":
+    def from_config(cls, config: dict[str, Any]) -> CAVACHON:
         # Loading must not reseed the session's global generators; weights come from the file.
         config = dict(config)
         seed = config.pop("seed", None)

@@ -111,3 +111,21 @@ def with_default_units(spec: str | dict | None, units: Sequence[int]) -> str | d
     if alias != "mlp" or "units" in kwargs:
         return spec
     return {**({} if spec is None or isinstance(spec, str) else dict(spec)), "units": list(units)}
+
+
+def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any) -> None:
+    """Raise one error listing every way ``data`` does not fit the modality specs of a model."""
+    errors = []
+    for m, spec in modality_specs.items():
+        if m not in data.mod:
+            errors.append(f"the model needs modality {m!r}; the data has {sorted(data.mod)}.")
+            continue
+        n = data.mod[m].n_vars
+        if n != spec["n_features"]:
+            errors.append(f"modality {m!r} has {n} features; the model was built for {spec['n_features']}.")
+        missing = [k for k in spec["batch_key"] if k not in data.mod[m].obs]
+        if missing:
+            errors.append(f"modality {m!r} lacks the batch column(s) {missing} in .obs.")
+    if errors:
+        raise ValueError("data does not match the model:\n  - " + "\n  - ".join(errors))
+    data.validate()

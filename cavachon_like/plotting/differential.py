@@ -1,4 +1,4 @@
-"""Volcano plot of a Bayesian differential analysis (paper Fig. S5a)."""
+"""Volcano plot of a differential-expression table (paper Fig. S5a)."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,37 +9,43 @@ import numpy as np
 import pandas as pd
 
 
-def plot_volcano(table: pd.DataFrame, n_labels: int = 10, title: str | None = None) -> plt.Figure:
-    """Mean log2 fold change against the Bayes factor of a difference, significant features in red.
+def plot_volcano(table: pd.DataFrame, n_labels: int = 12, title: str | None = None) -> plt.Figure:
+    """Posterior median log2 fold change against the log Bayes factor of a change.
 
-    The y axis is ``max(K(A>B), K(B>A))``, the evidence for a difference in either
-    direction; the ``n_labels`` strongest significant features are named.
+    Calls (``is_de``) up in group A are red, down blue; the ``n_labels // 2``
+    strongest calls on each side (by ``|score|``) are named; dashed lines mark the
+    fold-change margin ``delta``.
     """
-    evidence = np.maximum(table["bayes_factor_a_gt_b"], table["bayes_factor_b_gt_a"]).to_numpy()
-    lfc = table["lfc_mean"].to_numpy()
-    significant = table["significant"].to_numpy(dtype=bool)
+    attrs = table.attrs
+    lfc = table["lfc_median"].to_numpy()
+    evidence = table["log_bayes_factor"].to_numpy()
+    called = table["is_de"].to_numpy(dtype=bool)
+    up = called & (lfc > 0)
+    down = called & (lfc <= 0)
     figure, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.scatter(lfc[~significant], evidence[~significant], s=4, color="0.6", rasterized=True, label="not significant")
-    ax.scatter(lfc[significant], evidence[significant], s=6, color="tab:red", rasterized=True,
-               label=f"significant ({int(significant.sum())})")
-    # Bayes factors saturate, so many features share the top: name the strongest evidence on each side
-    # (largest fold change first among ties), stacked down the plot's edge so that names do not overprint
-    top = float(np.nanmax(evidence)) if len(evidence) else 1.0
-    strongest = np.lexsort((-np.abs(lfc), -evidence))
-    for side in (1, -1):
-        chosen = [i for i in strongest if significant[i] and side * lfc[i] > 0][: n_labels // 2]
+    ax.scatter(lfc[~called], evidence[~called], s=4, color="0.65", rasterized=True, label="not called")
+    ax.scatter(lfc[up], evidence[up], s=7, color="tab:red", rasterized=True, label=f"up ({int(up.sum())})")
+    ax.scatter(lfc[down], evidence[down], s=7, color="tab:blue", rasterized=True, label=f"down ({int(down.sum())})")
+    strongest = np.argsort(-np.abs(table["score"].to_numpy()), kind="stable")
+    # the log Bayes factor saturates for confident calls, so names stack down the plot's edge
+    for side, mask in ((1, up), (-1, down)):
+        chosen = [i for i in strongest if mask[i]][: n_labels // 2]
         for rank, i in enumerate(chosen):
             ax.annotate(str(table.index[i]), (lfc[i], evidence[i]), fontsize=6,
-                        xytext=(0.98 if side > 0 else 0.02, 0.97 - 0.06 * rank), textcoords="axes fraction",
+                        xytext=(0.98 if side > 0 else 0.02, 0.97 - 0.055 * rank), textcoords="axes fraction",
                         ha="right" if side > 0 else "left", va="top",
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
-    ax.set_ylim(top=top * 1.05 + 0.5)
-    attrs = table.attrs
-    ax.set_xlabel(f"mean log2 fold change ({attrs.get('group_a', 'A')} / {attrs.get('group_b', 'B')})")
-    ax.set_ylabel("Bayes factor of a difference")
-    ax.set_title(title or f"{attrs.get('modality', '')}: {attrs.get('group_a', 'A')} vs {attrs.get('group_b', 'B')}",
-                 fontsize=10)
-    ax.axvline(0, color="0.8", lw=0.8, zorder=0)
+    delta = attrs.get("delta")
+    if delta:
+        for x in (-delta, delta):
+            ax.axvline(x, color="0.5", lw=0.7, ls="--", zorder=0)
+    name_a, name_b = attrs.get("group_a", "A"), attrs.get("group_b", "B")
+    ax.set_xlabel(f"posterior median log2 fold change ({name_a} / {name_b})")
+    margin = f"|LFC| > {delta:g}" if delta else "the sign of the LFC"
+    ax.set_ylabel(f"log Bayes factor (natural log) of {margin}")
+    sizes = f" (n = {attrs['n_a']:,} vs {attrs['n_b']:,} cells)" if "n_a" in attrs else ""
+    fdr = f"; calls at expected FDR {attrs['fdr_target']:g}" if "fdr_target" in attrs else ""
+    ax.set_title(title or f"{attrs.get('modality', '')}: {name_a} vs {name_b}{sizes}{fdr}", fontsize=9)
     ax.legend(fontsize=7, markerscale=2, frameon=False, loc="lower right")
     figure.tight_layout()
     return figure

@@ -1,0 +1,158 @@
+"""The public interface every model family implements, and what it gives for free.
+
+Analyses, plots and the CLI use only the methods and properties of
+:class:`MultimodalModel`. A new model family (another posterior, an encoder-free
+model, ...) subclasses it, implements the abstract methods and gets latents,
+differential expression, annotation and every analysis of ``cavachon-like analyze``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .differential import DEFAULT_DELTA, DEFAULT_FDR, differential_expression
+
+
+class MultimodalModel:
+    """Interface of a trained multi-modal model (in the spirit of scvi-tools' model classes).
+
+    Subclasses implement (the base raises ``NotImplementedError``) the structure properties, :meth:`get_latent_representation`,
+    :meth:`get_normalized_expression` and :meth:`posterior_predictive_sample`;
+    :meth:`conditional_attribution` where the model has a hierarchy of latents.
+    """
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def modality_names(self) -> list[str]:
+        """Modalities the model generates, in training order."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Latent spaces; each is ``obsm["z_<name>"]`` after :meth:`annotate`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def latent_modalities(self, latent: str) -> list[str]:
+        """Modalities decoded from the latent space ``latent``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def batch_keys(self, modality: str) -> list[str]:
+        """Obs columns the model treats as batch covariates of ``modality``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def uses_library_size(self, modality: str) -> bool:
+        """Whether ``modality`` is modelled as counts scaled by a library size (e.g. genes)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    @property
+    def attributable_latents(self) -> list[str]:
+        """Latents with a conditional attribution (those with parents); none by default."""
+        return []
+
+    # ------------------------------------------------------------------ per cell
+    def get_latent_representation(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Posterior means ``z_<latent>`` (cells x dims) and, for latents with a mixture
+        prior, ``cluster_probabilities_<latent>`` (cells x clusters)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def get_normalized_expression(
+        self,
+        data: Any,
+        modality: str,
+        indices: Sequence[int] | np.ndarray | None = None,
+        library_size: float = 1e4,
+        transform_batch: str | Mapping[str, str] | None = None,
+        n_samples: int | None = None,
+        return_samples: bool = False,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Decoded means of ``modality`` for the cells ``indices`` (default all), float32.
+
+        Parameters
+        ----------
+        library_size
+            Count modalities are decoded as expected counts per ``library_size``
+            total counts (counts per 10,000 by default); modalities without a library
+            size give their mean (e.g. a probability) and ignore it.
+        transform_batch
+            ``None``: each cell's own batch; ``"all"``: the average over every batch
+            combination present in ``data`` (removes batch effects); or
+            ``{batch column: category}`` to decode every cell as that batch.
+        n_samples
+            ``None`` decodes the posterior mean; an integer draws that many
+            posterior samples per cell (seeded by ``seed``) and averages them, or
+            returns them all with ``return_samples`` (shape samples x cells x features).
+
+        Returns
+        -------
+        numpy.ndarray
+            cells x features (dense: pass ``indices`` to bound memory).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def posterior_predictive_sample(
+        self,
+        data: Any,
+        modality: str,
+        indices: Sequence[int] | np.ndarray | None = None,
+        n_samples: int = 1,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Data drawn from the model for the cells ``indices``: a posterior latent per
+        draw, decoded with the cell's own batch and library size, then sampled from the
+        likelihood. Shape samples x cells x features (dense)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def conditional_attribution(self, data: Any, latent: str, **kwargs: Any) -> pd.DataFrame:
+        """How much ``latent``, beyond its parents, shapes each cell's decoded data.
+
+        Only models with a hierarchy of latents implement it; see
+        :attr:`attributable_latents`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no hierarchy of latents, so conditional attribution does not apply; "
+            f"attributable latents: {self.attributable_latents}."
+        )
+
+    # ------------------------------------------------------------------ given by the interface
+    def annotate(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Write latents and clusters into ``data`` in scverse conventions.
+
+        ``obsm["z_<latent>"]`` and every other array of :meth:`get_latent_representation`,
+        ``obs["cluster_<latent>"]`` (categorical argmax of the cluster probabilities)
+        and the model's configuration as JSON in ``uns["cavachon_like"]["model"]``.
+        """
+        latents = self.get_latent_representation(data, batch_size=batch_size)
+        for key, value in latents.items():
+            data.obsm[key] = value
+            if key.startswith("cluster_probabilities_"):
+                name = key[len("cluster_probabilities_"):]
+                data.obs[f"cluster_{name}"] = pd.Categorical(value.argmax(axis=1).astype(str))
+        data.uns.setdefault("cavachon_like", {})
+        data.uns["cavachon_like"]["model"] = json.dumps(self.get_config(), default=str)
+        return latents
+
+    def differential_expression(
+        self,
+        data: Any,
+        modality: str,
+        groupby: str | None = None,
+        group_a: Any = None,
+        group_b: Any = None,
+        delta: float = DEFAULT_DELTA,
+        fdr_target: float = DEFAULT_FDR,
+        **kwargs: Any,
+    ) -> pd.DataFrame:
+        """Differential expression of ``modality`` between two groups of cells.
+
+        See :func:`cavachon_like.model.differential.differential_expression` for the
+        method, the parameters in ``kwargs`` and the columns of the table.
+        """
+        return differential_expression(self, data, modality, groupby=groupby, group_a=group_a, group_b=group_b,
+                                       delta=delta, fdr_target=fdr_target, **kwargs)
