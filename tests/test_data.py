@@ -144,6 +144,23 @@ def test_validate_negative_and_non_integer():
     _named(x, "normal").validate()  # a continuous likelihood takes negative values
 
 
+def test_custom_likelihoods_declare_what_data_they_accept():
+    from cavachon_like.distributions import Poisson
+
+    class MyCounts(Poisson):  # a user's count likelihood gets the count checks by declaring its support
+        alias = "my_counts_for_validation"
+        support = "counts"
+
+    y = sp.csr_matrix(np.array([[1, 0, 2.5], [0, 1, 0]], dtype=np.float32))
+    with pytest.raises(ValueError, match=r"'my_counts_for_validation' cannot model.*raw integer counts"):
+        _named(y, "my_counts_for_validation").validate()
+    # the model passes its likelihood's support explicitly; an explicit support wins
+    with pytest.raises(ValueError, match="non-integer"):
+        _named(y, "normal").validate({"rna": "counts"})
+    with pytest.raises(ValueError, match="declares support 'ints'"):
+        type("Bad", (Poisson,), {"alias": "bad_support_for_validation", "support": "ints"})
+
+
 def test_validate_allows_cells_without_counts():
     _named(sp.csr_matrix((3, 4), dtype=np.float32), "zinb").validate()
 

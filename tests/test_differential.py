@@ -56,7 +56,7 @@ def test_model_implements_the_interface(de_run):
     model, data, _ = de_run
     assert isinstance(model, MultimodalModel)
     assert model.latent_names == ["rna"] and model.latent_modalities("rna") == ["rna"]
-    assert model.batch_keys("rna") == ["batch"] and model.uses_library_size("rna")
+    assert model.batch_keys("rna") == ["batch"] and model.modality_support("rna") == "counts"
     assert model.attributable_latents == []
     with pytest.raises(ValueError, match="has no parents"):
         model.conditional_attribution(data, "rna")
@@ -123,8 +123,10 @@ def test_differential_expression_calls_planted_genes(de_run):
     assert table.attrs["n_a"] + table.attrs["n_b"] == data.n_obs
     assert table.attrs["units"] == "counts per 10,000"
     assert table.attrs["n_up"] + table.attrs["n_down"] == called.sum()
-    # sorted by score: up calls first, down calls last
-    assert table["score"].is_monotonic_decreasing
+    # up calls first, down calls last, each by fold change
+    block = np.where(called, np.where(table["direction"] == "up", 0, 2), 1)
+    assert (np.diff(block) >= 0).all()
+    assert all(table.loc[block == b, "lfc_median"].is_monotonic_decreasing for b in (0, 1, 2))
     # the same seed gives the same numbers; the groups may come as masks or as a two-valued column
     groups = data.obs_column("group").to_numpy()
     again = model.differential_expression(data, "rna", group_a=groups == "A", group_b=groups == "B", delta=0.6,
@@ -157,9 +159,11 @@ def test_expected_fdr_and_observed_summary():
     np.testing.assert_allclose(expected_fdr(np.array([0.6, 0.6, 1.0, 1.0])), [0.2, 0.2, 0.0, 0.0])
     x = sp.csr_matrix(np.array([[1.0, 0, 3], [0, 0, 2], [4, 0, 0]]))
     data = MultiModality({"rna": ad.AnnData(x)}, likelihoods={"rna": "nb"})
-    detected, mean = observed_summary(data, "rna", np.array([0, 1, 2]), 10.0)
+    detected, mean = observed_summary(data, "rna", np.array([0, 1, 2]), "counts", 10.0)
     np.testing.assert_allclose(detected, [2 / 3, 0, 2 / 3])
     np.testing.assert_allclose(mean, [(2.5 + 0 + 10) / 3, 0, (7.5 + 10 + 0) / 3])
+    assert np.array_equal(observed_summary(data, "rna", np.array([0, 1]), "binary", 10.0)[1], [0.5, 0, 1])
+    np.testing.assert_allclose(observed_summary(data, "rna", np.array([0, 2]), "real", 10.0)[1], [2.5, 0, 1.5])
 
 
 def test_group_errors_name_the_problem(de_run):

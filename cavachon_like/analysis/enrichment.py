@@ -27,7 +27,7 @@ class Enrichment:
         One row per gene set: ``term``, ``direction`` (``"up"``: enriched among genes
         up in group A, NES > 0; ``"down"``: among genes down), ``es``, ``nes``,
         ``pvalue``, ``fdr`` (unclipped), ``fwer``, ``size`` (genes of the set in the
-        ranking), ``leading_edge``. Up sets first, each direction by FDR then |NES|.
+        ranking), ``leading_edge``. Up sets first, each direction by decreasing |NES|.
     ranking
         The ranked genes and their scores (descending), as passed to gseapy.
     running
@@ -128,9 +128,8 @@ def gsea(
     ----------
     scores
         A table from ``model.differential_expression`` (ranked by its ``score``,
-        the posterior median log2 fold change shrunk by the probability of a change,
-        so no two genes tie at a saturated Bayes factor), or any Series of scores
-        indexed by gene symbol.
+        the posterior median log2 fold change, so no two genes tie at a saturated
+        probability), or any Series of scores indexed by gene symbol.
     gene_sets
         A GMT file or ``{set name: [genes]}``; nothing is downloaded.
     upper_case
@@ -165,8 +164,10 @@ def gsea(
     table["size"] = [len(genes.intersection(usable[t])) for t in table["term"]]
     table["direction"] = np.where(table["nes"] > 0, "up", "down")
     table = table[["term", "direction", "es", "nes", "pvalue", "fdr", "fwer", "size", "leading_edge"]]
+    # Within a direction by |NES|, as GSEA's own reports: gseapy's FDR is not monotone in the
+    # p-value and, on a small gene panel, near 1 for every set, so it orders sets by noise.
     table = (table.assign(down=table["direction"] == "down", order=-table["nes"].abs())
-             .sort_values(["down", "fdr", "pvalue", "order"], ignore_index=True, kind="stable")
+             .sort_values(["down", "order", "pvalue"], ignore_index=True, kind="stable")
              .drop(columns=["down", "order"]))
     running = {term: {"hits": list(r["hits"]), "running_score": list(r["RES"])} for term, r in result.results.items()}
     return Enrichment(table=table, ranking=ranking, running=running, upper_cased=upper, warnings=warnings)

@@ -45,7 +45,7 @@ class AnalysisOptions:
         Compare against this group instead of all other cells.
     modalities
         Modalities of the differential analysis; default those modelled as counts
-        with a library size (genes), since GSEA needs gene symbols.
+        (genes, not peaks), since GSEA needs gene symbols.
     n_draws, delta, fdr_target
         Monte Carlo draws, log2 fold-change margin and posterior expected FDR of the
         differential expression (``model.differential_expression``).
@@ -301,7 +301,7 @@ def _differential(model: Any, data: Any, options: AnalysisOptions, groupby: str,
     values = data.obs_column(groupby).astype(str)
     groups = list(options.groups) if options.groups else sorted(v for v in values.unique() if v != options.reference)
     modalities = list(options.modalities) if options.modalities else [
-        m for m in model.modality_names if model.uses_library_size(m)
+        m for m in model.modality_names if model.modality_support(m) == "counts"
     ]
     summary = []
     for m in modalities:
@@ -324,8 +324,12 @@ def _differential(model: Any, data: Any, options: AnalysisOptions, groupby: str,
             logger.info("differential %s %s: %d up, %d down", m, group, attrs["n_up"], attrs["n_down"])
             if options.gene_sets is None:
                 continue
-            enrichment = gsea(table, options.gene_sets, upper_case=options.upper_case,
-                              permutations=options.permutations, seed=seed)
+            try:
+                enrichment = gsea(table, options.gene_sets, upper_case=options.upper_case,
+                                  permutations=options.permutations, seed=seed)
+            except ValueError as error:  # e.g. peaks, whose names are no gene symbols
+                report.warn(f"GSEA of {m}, {group}: skipped, {error}")
+                continue
             for problem in enrichment.warnings:
                 report.warn(f"GSEA {m} {group}: {problem}")
             gsea_section = f"Gene set enrichment: {m}"

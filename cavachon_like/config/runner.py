@@ -90,12 +90,12 @@ def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - started
     model.annotate(data)
-    problems = [
-        problem
-        for c in model.graph.order
+    problems = {
+        c: problem
+        for c in model.latent_names
         if f"cluster_{c}" in data.obs and (problem := degenerate_clustering(data.obs[f"cluster_{c}"], c))
-    ]
-    for problem in problems:
+    }
+    for problem in problems.values():
         logger.warning(problem)
     data.uns["cavachon_like"]["run"] = json.dumps({"config": config, "train_seconds": seconds}, default=str)
     paths = {
@@ -111,9 +111,8 @@ def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
     label = config["data"]["label_key"]
     if label and label not in color_by:
         color_by.append(label)
-    figure = plot_latents(
-        data, list(model.graph.order), color_by=color_by, method=config["output"]["embedding"], seed=config["seed"]
-    )
+    figure = plot_latents(data, model.latent_names, color_by=color_by, method=config["output"]["embedding"],
+                          seed=config["seed"], warnings=problems)
     figure.savefig(paths["latent"], dpi=120, bbox_inches="tight")
     return {"paths": paths, "model": model, "data": data, "history": history, "train_seconds": seconds,
-            "warnings": problems}
+            "warnings": list(problems.values())}

@@ -4,7 +4,7 @@
 running QC stay light.
 """
 from .groups import cell_positions, resolve_groups
-from .modality import COUNT_LIKELIHOODS, INTEGER_LIKELIHOODS, UNS_KEY, Modality
+from .modality import UNS_KEY, Modality
 from .multimodality import MultiModality
 from .qc import (
     PAPER_QC,
@@ -16,12 +16,11 @@ from .qc import (
 )
 from .readers import DEFAULT_LIKELIHOODS, FEATURE_TYPES, read_10x, read_h5ad, read_h5mu
 from .simulate import simulate
+from .support import SUPPORTS, register_support, support_of
 
 __all__ = [
-    "COUNT_LIKELIHOODS",
     "DEFAULT_LIKELIHOODS",
     "FEATURE_TYPES",
-    "INTEGER_LIKELIHOODS",
     "PAPER_QC",
     "UNS_KEY",
     "FilterCells",
@@ -30,11 +29,14 @@ __all__ = [
     "Modality",
     "MultiModality",
     "QCStep",
+    "SUPPORTS",
     "cell_positions",
     "from_config",
     "read_10x",
     "read_h5ad",
     "read_h5mu",
+    "register_support",
     "resolve_groups",
     "simulate",
+    "support_of",
 ]

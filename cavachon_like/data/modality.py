@@ -9,15 +9,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .support import SUPPORTS, support_of
+
 #: Key under which this package keeps its metadata in ``uns``; a plain dict so it
 #: survives h5ad/h5mu round trips.
 UNS_KEY = "cavachon_like"
-
-#: Likelihoods that model non-negative counts (or presence/absence).
-COUNT_LIKELIHOODS = frozenset({"poisson", "nb", "zinb", "bernoulli", "bernoulli_depth"})
-
-#: Likelihoods whose support is the non-negative integers.
-INTEGER_LIKELIHOODS = frozenset({"poisson", "nb", "zinb"})
 
 _N_EXAMPLES = 5
 
@@ -68,7 +64,7 @@ class Modality(ad.AnnData):
     Examples
     --------
     >>> rna = Modality(counts, likelihood="zinb", batch_key="batch", obs=cells)
-    >>> rna.validate()
+    >>> rna.validate()  # the checks of zinb's support: non-negative integer counts
     """
 
     def __init__(
@@ -212,29 +208,33 @@ class Modality(ad.AnnData):
             blocks.append(np.eye(len(cats), dtype=np.float32)[codes])
         return np.concatenate(blocks, axis=1)
 
-    def validate(self) -> None:
+    def validate(self, support: str | None = None) -> None:
         """Check that the data fits the likelihood and the batch columns exist.
 
-        Cells with zero total counts are allowed.
+        ``support`` (``"counts"``, ``"binary"`` or ``"real"``, see
+        :data:`~cavachon_like.data.support.SUPPORTS`) defaults to the one the
+        likelihood named by :attr:`likelihood` declares; an unknown likelihood only
+        gets the checks every modality gets. Cells with zero total counts are allowed.
 
         Raises
         ------
         ValueError
             Naming the modality, up to five offending cell barcodes and the fix, for
-            NaN/infinite values, negative values under a count likelihood,
-            non-integer values under ``poisson``/``nb``/``zinb``, missing batch
-            columns or missing batch values.
+            NaN/infinite values, negative values under counts or binary support,
+            non-integer values under counts support, missing batch columns or
+            missing batch values.
         """
         if self.X is None:
             raise ValueError(f"{self._label()} has no X matrix; store the data in X before training.")
+        support = support or support_of(self.likelihood)
         values, rows_of = _values_and_rows(self.X)
         self._check_entries(~np.isfinite(values), rows_of, "NaN or infinite values",
                             "remove these cells or fix the values before training")
-        if self.likelihood in COUNT_LIKELIHOODS:
-            self._check_entries(values < 0, rows_of, f"negative values, which the count likelihood "
-                                f"{self.likelihood!r} cannot model",
+        if support in ("counts", "binary"):
+            self._check_entries(values < 0, rows_of, f"negative values, which the likelihood {self.likelihood!r} "
+                                f"(support: {SUPPORTS[support]}) cannot model",
                                 "use raw counts (not log-normalised or scaled data), or choose likelihood 'normal'")
-        if self.likelihood in INTEGER_LIKELIHOODS:
+        if support == "counts":
             self._check_entries(values != np.round(values), rows_of, f"non-integer values, which the "
                                 f"likelihood {self.likelihood!r} cannot model",
                                 "use raw integer counts (e.g. from layers['counts']), or choose likelihood 'normal'")

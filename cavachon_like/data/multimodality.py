@@ -227,15 +227,17 @@ class MultiModality(md.MuData):
         """``{modality: {batch column: sorted categories}}``, e.g. to pin one-hot layouts across data sets."""
         return {k: self.modality(k).batch_categories() for k in self.mod}
 
-    def validate(self) -> None:
-        """Check every modality (see :meth:`Modality.validate`) and that cells are still aligned."""
+    def validate(self, supports: Mapping[str, str] | None = None) -> None:
+        """Check every modality (see :meth:`Modality.validate`; ``supports`` maps modality
+        names to the support to check, default their likelihood's) and that cells are
+        still aligned."""
         for name, mod in self.mod.items():
             if not mod.obs_names.equals(self.obs_names):
                 raise ValueError(
                     f"modality {name!r} no longer has the same cells in the same order as the MultiModality; "
                     "rebuild it with MultiModality(dict(mm.mod))."
                 )
-            self.modality(name).validate()
+            self.modality(name).validate((supports or {}).get(name))
 
     # derived objects
 

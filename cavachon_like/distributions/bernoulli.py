@@ -19,6 +19,7 @@ class Bernoulli(Likelihood):
     """
 
     alias = "bernoulli"
+    support = "binary"
     parameters = ("logits",)
     input_transform = "binarize"
     accepts_sparse = True

@@ -25,6 +25,7 @@ class BernoulliDepth(Bernoulli):
     """
 
     alias = "bernoulli_depth"
+    support = "binary"
     uses_library_size = True
     # Signac/ArchR's input for sparse accessibility: depth-normalised, rare regions up-weighted.
     input_transform = "tfidf"

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from .._registry import Registry, register_subclass
+from ..data.support import register_support
 
 tfd = tfp.distributions
 
@@ -43,6 +44,10 @@ class Likelihood:
     accepts_sparse
         Whether :meth:`log_prob` takes a ``tf.SparseTensor`` batch as it is (else the
         model densifies the batch first).
+    support
+        The values it models: ``"counts"`` (non-negative integers), ``"binary"``
+        (presence read from non-negative values) or ``"real"``. The data layer checks
+        a modality against it before training, and analyses choose units by it.
     """
 
     alias: ClassVar[str]
@@ -50,9 +55,13 @@ class Likelihood:
     input_transform: ClassVar[str] = "identity"
     uses_library_size: ClassVar[bool] = False
     accepts_sparse: ClassVar[bool] = False
+    support: ClassVar[str] = "real"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        alias = cls.__dict__.get("alias")
+        if isinstance(alias, str) and alias:
+            register_support(alias, cls.support)  # first: a bad support must not leave a registered class
         register_subclass(LIKELIHOODS, cls)
 
     def constrain(self, raw: dict[str, tf.Tensor], library_size: tf.Tensor | None = None) -> dict[str, tf.Tensor]:

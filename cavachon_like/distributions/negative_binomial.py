@@ -79,6 +79,7 @@ class NegativeBinomial(Likelihood):
     """
 
     alias = "nb"
+    support = "counts"
     parameters = ("logits", "dispersion")
     input_transform = "log1p_normalize"
     uses_library_size = True

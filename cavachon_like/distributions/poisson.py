@@ -21,6 +21,7 @@ class Poisson(Likelihood):
     """
 
     alias = "poisson"
+    support = "counts"
     parameters = ("logits",)
     input_transform = "log1p_normalize"
     uses_library_size = True

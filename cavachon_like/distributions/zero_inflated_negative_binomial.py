@@ -33,6 +33,7 @@ class ZeroInflatedNegativeBinomial(Likelihood):
     """
 
     alias = "zinb"
+    support = "counts"
     parameters = ("logits", "dispersion", "dropout_logits")
     input_transform = "log1p_normalize"
     uses_library_size = True

@@ -114,7 +114,6 @@ def conditional_attribution(
     cells = np.arange(data.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
 
     def decoded(m: str) -> tuple[Callable[..., tf.Tensor], Callable[..., tf.Tensor]]:
-        @tf.function(reduce_retracing=True)
         def rho(u: tf.Tensor, z: tf.Tensor, parents: list[tf.Tensor], batch: tf.Tensor) -> tf.Tensor:
             if z0 is None:
                 z_hat = module.hierarchical_encoder(z, parents, alpha=u)
@@ -130,7 +129,9 @@ def conditional_attribution(
                 s = tf.reduce_sum(v * rho(u, z, parents, batch))
             return tape.gradient(s, u)
 
-        return rho, gradient
+        # per feature only needs two decodes per batch: eager, so that repeated calls
+        # (one per cell group) do not each trace a new graph
+        return (rho if per_feature else tf.function(rho, reduce_retracing=True)), gradient
 
     functions = {m: decoded(m) for m in modalities}
     columns: dict[str, list[np.ndarray]] = {key: [] for m in modalities for key in (m, f"{m}_delta")}

@@ -44,8 +44,9 @@ class MultimodalModel:
         """Obs columns the model treats as batch covariates of ``modality``."""
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
-    def uses_library_size(self, modality: str) -> bool:
-        """Whether ``modality`` is modelled as counts scaled by a library size (e.g. genes)."""
+    def modality_support(self, modality: str) -> str:
+        """What ``modality``'s likelihood models: ``"counts"`` (e.g. genes), ``"binary"``
+        (e.g. peaks read as open or closed) or ``"real"``."""
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
     @property
@@ -76,9 +77,10 @@ class MultimodalModel:
         Parameters
         ----------
         library_size
-            Count modalities are decoded as expected counts per ``library_size``
-            total counts (counts per 10,000 by default); modalities without a library
-            size give their mean (e.g. a probability) and ignore it.
+            Likelihoods with a library size are decoded at ``library_size``: count
+            modalities as expected counts per ``library_size`` total counts (counts per
+            10,000 by default), binary ones as the probability of detection at that
+            depth; others give their mean and ignore it.
         transform_batch
             ``None``: each cell's own batch; ``"all"``: the average over every batch
             combination present in ``data`` (removes batch effects); or

@@ -351,7 +351,7 @@ class CAVACHON(keras.Model, MultimodalModel):
 
     def check_data(self, data: Any) -> None:
         """Raise a specific error if ``data`` does not fit this model (before any training)."""
-        check_data(self.modality_specs, data)
+        check_data(self.modality_specs, data, {m: self.modality_support(m) for m in self.modality_specs})
 
     def fit(
         self,
@@ -473,8 +473,8 @@ class CAVACHON(keras.Model, MultimodalModel):
     def batch_keys(self, modality: str) -> list[str]:
         return list(self.modality_specs[modality]["batch_key"])
 
-    def uses_library_size(self, modality: str) -> bool:
-        return bool(self.components[self.graph.component_of(modality)].likelihoods[modality].uses_library_size)
+    def modality_support(self, modality: str) -> str:
+        return self.components[self.graph.component_of(modality)].likelihoods[modality].support
 
     @property
     def attributable_latents(self) -> list[str]:

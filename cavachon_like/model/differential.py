@@ -3,12 +3,10 @@
 The statistics follow scvi-tools' "change" mode (Boyeau et al., 2019): a log2
 fold-change margin ``delta``, the posterior probability of a change beyond it, log
 Bayes factors and a call that controls the posterior expected false discovery
-rate. What is compared is the *group mean* of the decoded expression, so the
-fold change answers the question the observed data answer (is the gene higher in
-A than in B on average?). The paper's Eq. S7 compares random cell pairs instead;
-for one group against a heterogeneous rest that asks whether a *typical* A cell
-beats a *typical* B cell, and its sign can disagree with the group means (on
-SNARE-seq, Sst "up" in Pvalb cells against a rest of mostly glia).
+rate. What is compared is the *group mean* of the decoded expression, the quantity
+the observed fold change estimates from the data, so the two can be checked against
+each other (``lfc_median`` against ``observed_lfc``). The paper's Eq. S7 compares
+random cell pairs instead.
 """
 from __future__ import annotations
 
@@ -47,19 +45,27 @@ def _bootstrap_means(model: Any, data: Any, modality: str, cells: np.ndarray, n_
     return means
 
 
-def observed_summary(data: Any, modality: str, cells: np.ndarray, library_size: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature, the fraction of ``cells`` where it is detected and its mean observed
-    value: counts per ``library_size`` (each cell scaled to that total), or the raw
-    mean when ``library_size`` is None. Sparse matrices stay sparse."""
+def observed_summary(data: Any, modality: str, cells: np.ndarray, support: str,
+                     library_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the fraction of ``cells`` where it is detected (non-zero) and its
+    observed mean in the units of the decoded values: for ``"counts"`` each cell's
+    counts scaled to ``library_size``, for ``"binary"`` the detection fraction, for
+    ``"real"`` the plain mean. Sparse matrices stay sparse."""
     x = data.mod[modality].X[cells]
     x = x.tocsr() if sp.issparse(x) else np.asarray(x, dtype=np.float64)
     detected = np.asarray((x != 0).sum(axis=0)).ravel() / len(cells)
-    if library_size is None:
+    if support == "binary":
+        return detected, detected
+    if support == "real":
         return detected, np.asarray(x.mean(axis=0)).ravel()
     totals = np.asarray(x.sum(axis=1)).ravel()
     scale = np.divide(library_size, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
     scaled = sp.diags(scale) @ x if sp.issparse(x) else x * scale[:, None]
     return detected, np.asarray(scaled.mean(axis=0)).ravel()
+
+
+#: Units of decoded and observed means, by support.
+UNITS = {"counts": "counts per {:,.0f}", "binary": "probability of detection", "real": "mean value"}
 
 
 def expected_fdr(prob_de: np.ndarray) -> np.ndarray:
@@ -140,19 +146,22 @@ def differential_expression(
     Returns
     -------
     pandas.DataFrame
-        One row per feature, sorted by ``score`` (up in A first, down in A last):
+        One row per feature: up calls, then features not called, then down calls,
+        each by decreasing ``lfc_median``:
 
         - ``lfc_mean``, ``lfc_median``, ``lfc_std``: posterior log2 fold change A / B;
         - ``prob_de``, ``log_bayes_factor`` (natural log of ``prob_de`` odds, with
           ``(k + 0.5) / (n_draws + 1)`` so that it stays finite), ``expected_fdr``
           (see :func:`expected_fdr`), ``is_de`` (the call), ``direction``
           (``"up"``/``"down"`` in A, the sign of ``lfc_median``);
-        - ``score``: ``lfc_median * prob_de``, a ranking for GSEA that shrinks
-          uncertain changes towards 0;
+        - ``score``: the ranking for GSEA, ``lfc_median`` (continuous, so genes do not
+          tie the way saturated probabilities do; the decoder already smooths the
+          fold changes of sparsely detected genes);
         - ``decoded_mean_a``/``_b``: group means of the decoded values, in the unit in
-          ``attrs["units"]`` (counts per ``library_size`` for count modalities);
-        - ``observed_mean_a``/``_b``: the same from the data (each cell's counts
-          scaled to ``library_size``), ``observed_lfc`` (log2, same pseudocount) and
+          ``attrs["units"]`` (counts per ``library_size`` for count modalities, the
+          probability of detection for binary ones, see :data:`UNITS`);
+        - ``observed_mean_a``/``_b``: the same from the data (see
+          :func:`observed_summary`), ``observed_lfc`` (log2, same pseudocount) and
           ``detected_a``/``_b`` (fraction of cells with a non-zero value).
 
         ``attrs`` records the groups, their sizes and every setting.
@@ -179,9 +188,9 @@ def differential_expression(
     prob_de = hits / n
     smoothed = (hits + 0.5) / (n + 1)
     lfc_median = np.median(lfc, axis=0)
-    counts_scale = library_size if model.uses_library_size(modality) else None
-    detected_a, observed_a = observed_summary(data, modality, a, counts_scale)
-    detected_b, observed_b = observed_summary(data, modality, b, counts_scale)
+    support = model.modality_support(modality)
+    detected_a, observed_a = observed_summary(data, modality, a, support, library_size)
+    detected_b, observed_b = observed_summary(data, modality, b, support, library_size)
     higher_detected = np.where(lfc_median > 0, detected_a, detected_b)
     fdr = expected_fdr(prob_de)
     table = pd.DataFrame(
@@ -194,7 +203,7 @@ def differential_expression(
             "expected_fdr": fdr,
             "is_de": (fdr <= fdr_target) & (higher_detected >= min_detected),
             "direction": np.where(lfc_median > 0, "up", "down"),
-            "score": lfc_median * prob_de,
+            "score": lfc_median,
             "decoded_mean_a": mean_a.mean(axis=0),
             "decoded_mean_b": mean_b.mean(axis=0),
             "observed_mean_a": observed_a,
@@ -205,7 +214,7 @@ def differential_expression(
         },
         index=pd.Index(data.mod[modality].var_names, name="feature"),
     )
-    units = f"counts per {library_size:,.0f}" if counts_scale is not None else "mean of the likelihood"
+    units = UNITS.get(support, "mean value").format(library_size)
     table.attrs.update({
         "group_a": name_a, "group_b": name_b, "n_a": len(a), "n_b": len(b), "modality": modality,
         "delta": float(delta), "fdr_target": float(fdr_target), "n_draws": int(n_draws),
@@ -214,4 +223,5 @@ def differential_expression(
         "n_up": int((table["is_de"] & (table["direction"] == "up")).sum()),
         "n_down": int((table["is_de"] & (table["direction"] == "down")).sum()),
     })
-    return table.sort_values(["score", "lfc_median"], ascending=False, kind="stable")
+    block = np.where(table["is_de"], np.where(table["direction"] == "up", 0, 2), 1)
+    return table.iloc[np.lexsort((-table["lfc_median"].to_numpy(), block))]

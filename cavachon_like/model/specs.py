@@ -113,8 +113,9 @@ def with_default_units(spec: str | dict | None, units: Sequence[int]) -> str | d
     return {**({} if spec is None or isinstance(spec, str) else dict(spec)), "units": list(units)}
 
 
-def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any) -> None:
-    """Raise one error listing every way ``data`` does not fit the modality specs of a model."""
+def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any, supports: Mapping[str, str]) -> None:
+    """Raise one error listing every way ``data`` does not fit the modality specs of a model,
+    then check the values against each modality's likelihood ``supports``."""
     errors = []
     for m, spec in modality_specs.items():
         if m not in data.mod:
@@ -128,4 +129,4 @@ def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any) -> No
             errors.append(f"modality {m!r} lacks the batch column(s) {missing} in .obs.")
     if errors:
         raise ValueError("data does not match the model:\n  - " + "\n  - ".join(errors))
-    data.validate()
+    data.validate(supports)
