@@ -18,7 +18,7 @@ def _fdr_text(fdr: float, floor: float) -> str:
 
 
 def plot_pathways(enrichment: Any, top: int = 10, title: str = "", permutations: int = 1000) -> plt.Figure:
-    """Normalised enrichment scores of the ``top`` sets up in group A (left) and down (right).
+    """Normalised enrichment scores of the ``top`` sets up in group A (top panel) and down (bottom).
 
     Bars are coloured by FDR on a log scale over its full range (0 is drawn at
     ``1 / permutations``, the resolution of the permutation test) and labelled
@@ -26,11 +26,12 @@ def plot_pathways(enrichment: Any, top: int = 10, title: str = "", permutations:
     """
     floor = 1.0 / permutations
     panels = [("up in A", enrichment.up.head(top)), ("down in A", enrichment.down.head(top))]
-    rows = max(1, max(len(t) for _, t in panels))
-    figure, axes = plt.subplots(1, 2, figsize=(13, 0.42 * rows + 1.6), squeeze=False)
+    heights = [max(1, len(t)) for _, t in panels]
+    figure, axes = plt.subplots(2, 1, figsize=(8, 0.32 * sum(heights) + 2.6), squeeze=False,
+                                gridspec_kw={"height_ratios": heights, "hspace": 0.45})
     norm = mcolors.LogNorm(vmin=floor, vmax=1.0)
     cmap = plt.get_cmap("viridis")
-    for ax, (name, table) in zip(axes[0], panels):
+    for ax, (name, table) in zip(axes[:, 0], panels):
         table = table.iloc[::-1]
         fdr = np.clip(table["fdr"].to_numpy(dtype=float), floor, 1.0)
         y = np.arange(len(table))
@@ -48,8 +49,8 @@ def plot_pathways(enrichment: Any, top: int = 10, title: str = "", permutations:
         else:
             span = float(np.abs(table["nes"]).max())
             ax.set_xlim(*((-0.05 * span, 1.6 * span) if "up" in name else (-1.6 * span, 0.05 * span)))
-    figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[0].tolist(), label="FDR q-value (log scale)",
-                    shrink=0.8)
+    figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, 0].tolist(),
+                    label="FDR q-value (log scale)", shrink=0.8)
     figure.suptitle(title or "GSEA", fontsize=10)
     return figure
 
