@@ -133,16 +133,6 @@ def matmul_throughput(shapes: Sequence[tuple[int, int, int]], repeats: int = 10)
     return results
 
 
-def model_matmul_shapes(model: Any, batch_size: int) -> list[tuple[int, int, int]]:
-    """The largest distinct ``(batch, in, out)`` matmul shapes of ``model``'s dense layers."""
-    shapes = set()
-    for component in model.components.values():
-        for layer in dense_layers(component):
-            fan_in, fan_out = (int(d) for d in layer.kernel.shape)
-            shapes.add((batch_size, fan_in, fan_out))
-    return sorted(shapes, key=lambda s: -s[1] * s[2])[:4]
-
-
 def nnz_per_cell(data: Any) -> dict[str, float]:
     """Mean stored entries per cell of each modality."""
     result = {}

@@ -10,9 +10,9 @@ The package is layered like the data flow:
 - :mod:`cavachon_like.train`: stage plans, progressive blending, distributed scaling;
 - :mod:`cavachon_like.config` and :mod:`cavachon_like.cli`: YAML runs and the command line.
 """
-from .data import Modality, MultiModality, simulate
+from .data import Modality, MultiModality, read_10x, read_h5ad, read_h5mu, simulate
 from .model import CAVACHON
 from .seed import set_seed
 
-__all__ = ["CAVACHON", "Modality", "MultiModality", "set_seed", "simulate"]
+__all__ = ["CAVACHON", "Modality", "MultiModality", "read_10x", "read_h5ad", "read_h5mu", "set_seed", "simulate"]
 __version__ = "0.1.0"

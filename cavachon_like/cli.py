@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .errors import InputError
 from .model.differential import DEFAULT_DELTA, DEFAULT_FDR
 
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("cavachon_like").setLevel(logging.INFO)
     if args.command == "analyze":
         return _analyze(args)
-    from .config import ConfigError, load_config, train
+    from .config import load_config, train
 
     overrides = {}
     if args.data is not None:
@@ -76,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         result = train(config, args.out)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as error:
-        # Input problems are reported before training starts; print them plainly.
+    except InputError as error:
+        # Input problems are found before training starts; print them plainly (bugs keep their traceback).
         print(f"cavachon-like: error: {error}", file=sys.stderr)
         return 2
     for name, path in result["paths"].items():
@@ -96,7 +97,7 @@ def _analyze(args: argparse.Namespace) -> int:
     options = AnalysisOptions(**{name: getattr(args, name) for name in fields})
     try:
         written = analyze_run(args.run_dir, args.out, options)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except InputError as error:
         print(f"cavachon-like: error: {error}", file=sys.stderr)
         return 2
     for path in written:

@@ -39,3 +39,30 @@ def test_imports_flow_one_way():
                 if target in order and order[target] > order[layer] and (layer, target) not in allowed_back:
                     offenders.append(f"{path.relative_to(PACKAGE)} imports {target}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_private_modules_of_dependencies():
+    """A dependency's private module can change in any release; importing one is a latent break."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else
+                       [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(PACKAGE)}: {m}" for m in modules
+                          if any(part.startswith("_") and part != "__future__" for part in m.split("."))]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_data_layer_has_no_import_circle():
+    """No module of data/ imports, at run time, a module that imports it back."""
+    graph: dict[str, set[str]] = {}
+    for path in _sources("data"):
+        imports = set()
+        for node in ast.parse(path.read_text()).body:  # module level and functions alike, not TYPE_CHECKING
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.level == 1 and inner.module:
+                    if not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)):
+                        imports.add(inner.module)
+        graph[path.stem] = imports
+    circles = [f"{a} <-> {b}" for a, targets in graph.items() for b in targets if a in graph.get(b, set())]
+    assert not circles, circles

@@ -52,6 +52,26 @@ def test_missing_config_file_and_cli_error_exit(tmp_path, capsys):
     assert "training.epochs: must be at least 1" in capsys.readouterr().err
 
 
+def test_cli_reports_input_errors_but_not_bugs(tmp_path, capsys, monkeypatch):
+    config = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
+    config["data"]["simulate"].update(n_cells=120, n_atac=40, n_rna=30)
+    # an error inside training is a bug, not bad input: it must keep its traceback
+    from cavachon_like.model import CAVACHON
+
+    def broken_fit(*args, **kwargs):
+        raise ValueError("a bug in training")
+
+    monkeypatch.setattr(CAVACHON, "fit", broken_fit)
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="a bug in training"):
+        main(["train", str(good), "--out", str(tmp_path / "out"), "--epochs", "1"])
+    capsys.readouterr()
+    # analyze of a folder without a run is an input error, reported in one line
+    assert main(["analyze", str(tmp_path / "nothing")]) == 2
+    assert "lacks ['result.h5mu', 'model.keras']" in capsys.readouterr().err
+
+
 def test_cli_train_then_analyze(tmp_path, capsys):
     config = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
     config["data"]["simulate"].update(n_cells=400, n_atac=150, n_rna=80)

@@ -24,7 +24,9 @@ from cavachon_like.data import (
     MultiModality,
     from_config,
     read_10x,
+    read_10x_multi,
     read_h5ad,
+    read_h5mu,
     simulate,
 )
 
@@ -95,21 +97,20 @@ def test_metadata_survives_h5mu_round_trip(tmp_path):
     )
     path = tmp_path / "mm.h5mu"
     mm.write(path)
-    back = MultiModality.from_h5mu(path)
+    back = read_h5mu(path)
     assert back.modality("rna").likelihood == "zinb" and back.modality("rna").batch_key == ["batch"]
     assert back.modality("atac").likelihood == "bernoulli" and back.modality("atac").batch_key == []
     plain = md.read_h5mu(path)
     assert Modality.from_anndata(plain.mod["rna"]).batch_key == ["batch"]
     with pytest.raises(FileNotFoundError, match="missing.h5mu"):
-        MultiModality.from_h5mu(tmp_path / "missing.h5mu")
+        read_h5mu(tmp_path / "missing.h5mu")
 
 
 def test_read_h5ad_single_and_dict(tmp_path):
     Modality(_counts(3, 2), likelihood="nb", obs=pd.DataFrame(index=list("abc"))).write_h5ad(tmp_path / "r.h5ad")
     _adata(_counts(3, 4), list("cab")).write_h5ad(tmp_path / "a.h5ad")
     assert read_h5ad(tmp_path / "r.h5ad").likelihood == "nb"
-    mm = MultiModality.from_h5ad({"rna": tmp_path / "r.h5ad", "atac": tmp_path / "a.h5ad"},
-                                 likelihoods={"atac": "bernoulli"})
+    mm = read_h5ad({"rna": tmp_path / "r.h5ad", "atac": tmp_path / "a.h5ad"}, likelihood={"atac": "bernoulli"})
     assert list(mm.modality("atac").obs_names) == list("abc")
     with pytest.raises(FileNotFoundError, match="nope.h5ad"):
         read_h5ad(tmp_path / "nope.h5ad", likelihood="nb")
@@ -439,7 +440,7 @@ def test_qc_from_config_chain_and_write(handmade, tmp_path):
     ]
     assert out.modality("atac").n_vars == 3 and out.modality("atac").likelihood == "bernoulli"
     out.write(tmp_path / "qc.h5mu")
-    assert MultiModality.from_h5mu(tmp_path / "qc.h5mu").uns["cavachon_like"]["qc"] == report
+    assert read_h5mu(tmp_path / "qc.h5mu").uns["cavachon_like"]["qc"] == report
     assert from_config(FilterFeatures("rna", min_cells=3).get_config()).min_cells == 3
 
 
@@ -509,7 +510,7 @@ def test_read_10x_single_type_and_legacy_genes(tmp_path):
     mod = read_10x(tmp_path / "v2", likelihoods="nb")
     assert isinstance(mod, Modality) and mod.likelihood == "nb" and mod.name == "rna"
     assert read_10x(tmp_path / "v2").likelihood == "zinb"
-    both = MultiModality.from_10x({"rna": tmp_path / "v2"})
+    both = read_10x_multi({"rna": tmp_path / "v2"})
     assert isinstance(both, MultiModality) and both.modality("rna").n_vars == 2
     with pytest.raises(FileNotFoundError, match="nowhere"):
         read_10x(tmp_path / "nowhere")
@@ -524,7 +525,7 @@ def test_read_10x_single_type_and_legacy_genes(tmp_path):
 def test_snare_file_loads_and_batches():
     if not SNARE.exists():
         pytest.skip(f"SNARE-seq data not available at {SNARE}")
-    mm = MultiModality.from_h5mu(SNARE, likelihoods={"rna": "zinb", "atac": "bernoulli"}, batch_key="batch")
+    mm = read_h5mu(SNARE, likelihoods={"rna": "zinb", "atac": "bernoulli"}, batch_key="batch")
     mm.validate()
     ds = mm.to_dataset(batch_size=64, seed=1)
     assert ds.element_spec["x"]["rna"].shape.as_list() == [None, 1677]
@@ -535,3 +536,24 @@ def test_snare_file_loads_and_batches():
     assert rna.dense_shape.numpy().tolist() == [64, 1677] and atac.dense_shape.numpy().tolist() == [64, 25734]
     assert batch["batch"]["atac"].shape == (64, 12)
     np.testing.assert_array_equal(batch["batch"]["rna"].numpy().sum(axis=1), np.ones(64))
+
+
+def test_slicing_copying_and_io_keep_the_package_classes(tmp_path):
+    data = simulate(n_cells=60, n_atac=30, n_rna=20, n_batches=2, seed=3)
+    for part in (data[:10], data[np.arange(60) % 2 == 0], data.copy(), data.subset(np.arange(5))):
+        assert isinstance(part, MultiModality)
+        assert all(isinstance(m, Modality) for m in part.mod.values())
+        assert part.modality("rna").likelihood == data.modality("rna").likelihood
+        assert part.modality("rna").batch_key == data.modality("rna").batch_key == ["batch"]
+    assert data[:10].n_obs == 10 and list(data[:10].obs_names) == list(data.obs_names[:10])
+    rna = data.modality("rna")
+    sliced = rna[:7, :3]
+    assert isinstance(sliced, Modality) and sliced.shape == (7, 3) and sliced.likelihood == rna.likelihood
+    assert isinstance(rna.copy(), Modality)
+    # slices are copies: writing to one leaves the original alone
+    sliced.obs["flag"] = 1
+    assert "flag" not in rna.obs
+    data.write_h5mu(tmp_path / "d.h5mu")
+    back = read_h5mu(tmp_path / "d.h5mu")
+    assert isinstance(back, MultiModality) and isinstance(back.mod["atac"], Modality)
+    assert back.modality("atac").likelihood == data.modality("atac").likelihood

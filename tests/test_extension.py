@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import yaml
 
-from cavachon_like import MultiModality
+from cavachon_like.data import read_h5mu
 from cavachon_like.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -46,6 +46,6 @@ def test_plugin_classes_are_nameable_from_yaml(tmp_path, monkeypatch):
     assert isinstance(rna.likelihoods["rna"], custom_modules.LogNormalCounts)
     history = (out / "history.csv").read_text()
     assert "rna_nll" in history
-    result = MultiModality.from_h5mu(out / "result.h5mu")
+    result = read_h5mu(out / "result.h5mu")
     assert np.isfinite(model.get_latent_representation(result)["z_rna"]).all()
     sys.modules.pop("custom_modules", None)

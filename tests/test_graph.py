@@ -14,9 +14,8 @@ def test_topological_order_and_relatives():
     assert order.index("atac") < order.index("rna") < order.index("protein")
     assert order.index("atac") < order.index("mirna")
     assert g.ancestors("protein") == ["atac", "rna"]
-    assert set(g.descendants("atac")) == {"rna", "protein", "mirna"}
     assert g.closure(["protein"]) == ["atac", "rna", "protein"]
-    assert ("atac", "rna") in g.edges()
+    assert g.closure(["mirna"]) == ["atac", "mirna"]
 
 
 def test_parent_named_by_modality_resolves_to_component():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cavachon_like.data import Modality, MultiModality, simulate
+from cavachon_like.data import Modality, MultiModality, read_h5mu, simulate
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_child_state_drives_rna_but_not_atac(data):
 
 def test_written_and_read_back(data, tmp_path):
     data.write(tmp_path / "sim.h5mu")
-    back = MultiModality.from_h5mu(tmp_path / "sim.h5mu")
+    back = read_h5mu(tmp_path / "sim.h5mu")
     assert back.modality("rna").likelihood == "zinb" and back.modality("atac").batch_key == ["batch"]
     assert (back.modality("atac").X != data.modality("atac").X).nnz == 0
     np.testing.assert_array_equal(back.obsm["true_parent"], data.obsm["true_parent"])

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import input_phase
 from ..model.differential import DEFAULT_DELTA, DEFAULT_FDR
 from .attribution import attribution_by_cluster, top_attributed_features
 from .clustering import (
@@ -113,13 +114,13 @@ def load_run(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """The trained model, its annotated data and the run's configuration from a ``train`` folder."""
     import keras
 
-    from ..data import MultiModality
+    from ..data import read_h5mu
 
     run_dir = Path(run_dir)
     missing = [name for name in ("result.h5mu", "model.keras") if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir} lacks {missing}; point analyze at a folder written by `cavachon-like train`.")
-    data = MultiModality.from_h5mu(run_dir / "result.h5mu")
+    data = read_h5mu(run_dir / "result.h5mu")
     model = keras.saving.load_model(run_dir / "model.keras")
     run = data.uns.get("cavachon_like", {}).get("run")
     config = json.loads(run)["config"] if isinstance(run, str) else {}
@@ -357,10 +358,12 @@ def analyze_run(run_dir: str | Path, out: str | Path | None = None, options: Ana
 
     The run's ``label_key`` and seed are the defaults for ``options``.
     """
-    model, data, config = load_run(run_dir)
-    options = options or AnalysisOptions()
-    if options.label_key is None:
-        options.label_key = (config.get("data") or {}).get("label_key")
-    if options.seed is None:
-        options.seed = config.get("seed", 0)
+    with input_phase():
+        model, data, config = load_run(run_dir)
+        options = options or AnalysisOptions()
+        if options.label_key is None:
+            options.label_key = (config.get("data") or {}).get("label_key")
+        if options.seed is None:
+            options.seed = config.get("seed", 0)
+        _check(model, data, options)
     return analyze(model, data, Path(run_dir) / "analysis" if out is None else out, options)

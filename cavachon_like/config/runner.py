@@ -11,7 +11,8 @@ import keras
 import pandas as pd
 
 from ..analysis import degenerate_clustering
-from ..data import MultiModality, simulate
+from ..data import MultiModality, read_10x_multi, read_h5ad, read_h5mu, simulate
+from ..errors import input_phase
 from ..model import CAVACHON
 from ..seed import set_seed
 
@@ -25,11 +26,14 @@ def load_data(data_config: dict[str, Any], seed: int = 0) -> MultiModality:
     batch_key = {m: s.get("batch_key") or [] for m, s in specs.items() if "batch_key" in s} or None
     kwargs = {"likelihoods": likelihoods, "batch_key": batch_key, "join": data_config["join"]}
     if data_config["path"] is not None:
-        data = MultiModality.from_h5mu(data_config["path"], **kwargs)
+        data = read_h5mu(data_config["path"], **kwargs)
     elif data_config["h5ad"] is not None:
-        data = MultiModality.from_h5ad(data_config["h5ad"], **kwargs)
+        paths = data_config["h5ad"]
+        if not isinstance(paths, dict):
+            raise ValueError(f"data.h5ad must map modality names to .h5ad files, got {paths!r}.")
+        data = read_h5ad(paths, likelihood=kwargs.pop("likelihoods"), **kwargs)
     elif data_config["tenx"] is not None:
-        data = MultiModality.from_10x(data_config["tenx"], **kwargs)
+        data = read_10x_multi(data_config["tenx"], **kwargs)
     else:
         data = simulate(**{"seed": seed, **(data_config["simulate"] or {})})
         if likelihoods or batch_key:
@@ -76,16 +80,19 @@ def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config["seed"])
-    data = load_data(config["data"], seed=config["seed"])
-    logger.info("data: %s", data)
-    model = build_model(config, data)
+    with input_phase():
+        data = load_data(config["data"], seed=config["seed"])
+        logger.info("data: %s", data)
+        model = build_model(config, data)
+        model.check_data(data)
+        callbacks = _callbacks(config, out)
     started = time.perf_counter()
     history = model.fit(
         data,
         epochs=config["training"]["epochs"],
         batch_size=config["training"]["batch_size"],
         validation_split=config["training"]["validation_split"],
-        callbacks=_callbacks(config, out),
+        callbacks=callbacks,
         verbose=config["training"]["verbose"],
     )
     seconds = time.perf_counter() - started

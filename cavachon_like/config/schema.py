@@ -9,11 +9,10 @@ from typing import Any
 
 import yaml
 
-ANY = object()
+from ..errors import InputError
 
 #: The schema: for each key its accepted type(s) and default. Nested dicts are
-#: sections; ``ANY`` marks free-form values validated downstream (module specs,
-#: simulator arguments). Component dicts are checked by the model itself.
+#: sections. Component dicts are checked by the model itself.
 SCHEMA: dict[str, Any] = {
     "seed": ((int,), 0),
     "plugins": ((list,), []),
@@ -51,7 +50,7 @@ MODALITY_SPEC_KEYS = {"likelihood": (str,), "batch_key": (str, list, type(None))
 DATA_SOURCES = ("path", "h5ad", "tenx", "simulate")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration problem, naming the offending key."""
 
 

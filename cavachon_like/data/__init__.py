@@ -14,7 +14,14 @@ from .qc import (
     QCStep,
     from_config,
 )
-from .readers import DEFAULT_LIKELIHOODS, FEATURE_TYPES, read_10x, read_h5ad, read_h5mu
+from .readers import (
+    DEFAULT_LIKELIHOODS,
+    FEATURE_TYPES,
+    read_10x,
+    read_10x_multi,
+    read_h5ad,
+    read_h5mu,
+)
 from .simulate import simulate
 from .support import SUPPORTS, register_support, support_of
 
@@ -22,6 +29,7 @@ __all__ = [
     "DEFAULT_LIKELIHOODS",
     "FEATURE_TYPES",
     "PAPER_QC",
+    "SUPPORTS",
     "UNS_KEY",
     "FilterCells",
     "FilterCellsByFraction",
@@ -29,10 +37,10 @@ __all__ = [
     "Modality",
     "MultiModality",
     "QCStep",
-    "SUPPORTS",
     "cell_positions",
     "from_config",
     "read_10x",
+    "read_10x_multi",
     "read_h5ad",
     "read_h5mu",
     "register_support",

@@ -13,6 +13,13 @@ CellSpec = Sequence[str] | Sequence[int] | Sequence[bool] | np.ndarray
 _N_EXAMPLES = 5
 
 
+def name_examples(names: Sequence[Any], limit: int = _N_EXAMPLES) -> str:
+    """Up to ``limit`` names quoted for an error message, with how many were left out."""
+    names = list(names)
+    shown = ", ".join(repr(str(n)) for n in names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
 def cell_positions(spec: CellSpec, obs_names: pd.Index, what: str = "cells") -> np.ndarray:
     """Integer positions (in the given order) of the cells named by ``spec``.
 

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .groups import name_examples
 from .support import SUPPORTS, support_of
 
 #: Key under which this package keeps its metadata in ``uns``; a plain dict so it
 #: survives h5ad/h5mu round trips.
 UNS_KEY = "cavachon_like"
 
-_N_EXAMPLES = 5
 
 
 def _as_batch_key(batch_key: str | Sequence[str] | None) -> list[str]:
@@ -26,12 +26,6 @@ def _as_batch_key(batch_key: str | Sequence[str] | None) -> list[str]:
     # h5 stores an empty list as an empty float array, hence the size check
     keys = np.asarray(batch_key, dtype=object).ravel()
     return [str(k) for k in keys] if keys.size else []
-
-
-def _examples(names: pd.Index, positions: np.ndarray) -> str:
-    shown = ", ".join(repr(str(n)) for n in names[positions[:_N_EXAMPLES]])
-    more = f" and {len(positions) - _N_EXAMPLES} more" if len(positions) > _N_EXAMPLES else ""
-    return f"{shown}{more}"
 
 
 class Modality(ad.AnnData):
@@ -107,6 +101,11 @@ class Modality(ad.AnnData):
             "batch_key": _as_batch_key(batch_key if batch_key is not None else stored.get("batch_key")),
             "name": str(name if name is not None else stored.get("name", "")),
         }
+
+    def __getitem__(self, index: Any) -> Modality:
+        """``modality[cells, features]`` as a new Modality (a copy, keeping the likelihood
+        and batch key; anndata's view would be a plain AnnData)."""
+        return Modality(super().__getitem__(index))
 
     @classmethod
     def from_anndata(
@@ -200,9 +199,9 @@ class Modality(ad.AnnData):
             if unseen.size:
                 raise ValueError(
                     f"{self._label()}: batch column {col!r} has values such as "
-                    f"{sorted(set(values[unseen]))[:_N_EXAMPLES]} not among "
+                    f"{sorted(set(values[unseen]))[:5]} not among "
                     f"the given categories {cats} (in {unseen.size} cells, e.g. "
-                    f"{_examples(self.obs_names, unseen)}); a model can only use batches it was trained with, so "
+                    f"{name_examples(self.obs_names[unseen])}); a model can only use batches it was trained with, so "
                     "remove these cells or retrain with these categories."
                 )
             blocks.append(np.eye(len(cats), dtype=np.float32)[codes])
@@ -249,7 +248,7 @@ class Modality(ad.AnnData):
         cells = np.unique(rows_of(np.flatnonzero(bad)))
         raise ValueError(
             f"{self._label()} (likelihood {self.likelihood!r}): {len(cells)} cells have {problem}, e.g. cells "
-            f"{_examples(self.obs_names, cells)}; {fix}."
+            f"{name_examples(self.obs_names[cells])}; {fix}."
         )
 
     def _check_batch_columns(self) -> None:
@@ -264,7 +263,7 @@ class Modality(ad.AnnData):
             if na.size:
                 raise ValueError(
                     f"{self._label()}: {na.size} cells have no value in batch column {col!r}, e.g. cells "
-                    f"{_examples(self.obs_names, na)}; fill them (e.g. with 'unknown') or remove these cells."
+                    f"{name_examples(self.obs_names[na])}; fill them (e.g. with 'unknown') or remove these cells."
                 )
 
 

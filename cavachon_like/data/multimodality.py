@@ -12,34 +12,29 @@ import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
-from mudata._core.config import OPTIONS as MUDATA_OPTIONS
 
-from .groups import cell_positions
+from .groups import cell_positions, name_examples
 from .modality import UNS_KEY, Modality, _as_batch_key
+from .qc import QCStep, from_config
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from .qc import QCStep
-
 logger = logging.getLogger(__name__)
 
 _JOINS = ("strict", "inner")
-_N_EXAMPLES = 3
 
 
 @contextlib.contextmanager
 def no_pull() -> Iterator[None]:
     """Keep MuData from copying modality ``obs``/``var`` columns into the global tables.
 
-    This is mudata's announced future default; applying it (unless the user chose
-    explicitly) keeps the global ``obs`` exactly what was put there and silences
-    mudata's FutureWarning on every update.
+    This is mudata's announced future default; applying it inside this package's own
+    operations keeps the global ``obs`` exactly what was put there and silences
+    mudata's FutureWarning on every update. ``mudata.set_options`` restores the
+    user's setting on exit.
     """
-    if MUDATA_OPTIONS["pull_on_update"] is None:
-        with md.set_options(pull_on_update=False):
-            yield
-    else:
+    with md.set_options(pull_on_update=False):
         yield
 
 
@@ -144,67 +139,6 @@ class MultiModality(md.MuData):
                 warnings.warn(message, UserWarning, stacklevel=2)
         self.uns[UNS_KEY] = meta
 
-    # construction from files; the readers build on this class, hence the local imports
-
-    @classmethod
-    def from_mudata(
-        cls,
-        mdata: md.MuData,
-        likelihoods: Mapping[str, str] | None = None,
-        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
-        join: str = "strict",
-    ) -> MultiModality:
-        """Wrap an in-memory ``MuData``; see the class parameters."""
-        return cls(mdata, join=join, likelihoods=likelihoods, batch_key=batch_key)
-
-    @classmethod
-    def from_h5mu(
-        cls,
-        path: str | PathLike,
-        likelihoods: Mapping[str, str] | None = None,
-        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
-        join: str = "strict",
-    ) -> MultiModality:
-        """Read an ``.h5mu`` file; see :func:`cavachon_like.data.read_h5mu`."""
-        from .readers import read_h5mu
-
-        return read_h5mu(path, likelihoods=likelihoods, batch_key=batch_key, join=join)
-
-    @classmethod
-    def from_h5ad(
-        cls,
-        paths: Mapping[str, str | PathLike],
-        likelihoods: Mapping[str, str] | None = None,
-        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
-        join: str = "strict",
-    ) -> MultiModality:
-        """Read one ``.h5ad`` file per modality, ``{name: path}``."""
-        from .readers import read_h5ad
-
-        if not isinstance(paths, Mapping):
-            raise TypeError(f"paths must be {{modality: h5ad path}}, got {paths!r}; use read_h5ad() for one file.")
-
-        return read_h5ad(dict(paths), likelihood=likelihoods, batch_key=batch_key, join=join)
-
-    @classmethod
-    def from_10x(
-        cls,
-        path: str | PathLike | Mapping[str, str | PathLike],
-        likelihoods: Mapping[str, str] | None = None,
-        batch_key: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
-        join: str = "strict",
-        feature_types: Mapping[str, str] | None = None,
-    ) -> MultiModality:
-        """Read 10x matrix folders; see :func:`cavachon_like.data.read_10x`.
-
-        ``path`` is one folder (split into modalities by feature type) or
-        ``{modality name: folder}`` with one feature type per folder.
-        """
-        from .readers import read_10x_multi
-
-        return read_10x_multi(path, likelihoods=likelihoods, batch_key=batch_key, join=join,
-                              feature_types=feature_types)
-
     # access
 
     def modality(self, name: str) -> Modality:
@@ -285,13 +219,22 @@ class MultiModality(md.MuData):
                 where = self.varmap[name] > 0
                 columns[where] = mask[self.varmap[name][where] - 1]
         with no_pull():
-            plain = self[cells, columns].copy()
+            plain = super().__getitem__((cells, columns)).copy()
         return MultiModality(plain)
+
+    def __getitem__(self, index: Any) -> MultiModality:
+        """``mm[cells]`` or ``mm[cells, features]`` as a new MultiModality.
+
+        A copy rather than MuData's view: a view's modalities are plain AnnData views
+        that would lose the likelihoods and batch keys the model reads.
+        """
+        with no_pull():
+            return MultiModality(super().__getitem__(index).copy())
 
     def copy(self, filename: str | PathLike | None = None) -> MultiModality:
         """Full in-memory copy that stays a :class:`MultiModality`."""
         if filename is not None:
-            raise ValueError("backed copies are not supported; use write() and MultiModality.from_h5mu().")
+            raise ValueError("backed copies are not supported; use write_h5mu() and read_h5mu().")
         return self.subset()
 
     def apply_qc(self, steps: Sequence[QCStep | Mapping[str, Any]]) -> MultiModality:
@@ -300,8 +243,6 @@ class MultiModality(md.MuData):
         ``steps`` may mix step objects and configs such as
         ``{"step": "filter_cells", "modality": "rna", "min_features": 20}``.
         """
-        from .qc import QCStep, from_config
-
         result = self
         for step in steps:
             result = (step if isinstance(step, QCStep) else from_config(step))(result)
@@ -363,16 +304,12 @@ def _per_modality(value: Any, adatas: Mapping[str, Any], what: str) -> dict[str,
     return {k: _as_batch_key(value) for k in adatas}
 
 
-def _examples(names: pd.Index) -> str:
-    return ", ".join(repr(str(n)) for n in names[:_N_EXAMPLES])
-
-
 def _check_unique_barcodes(adatas: Mapping[str, ad.AnnData]) -> None:
     for name, adata in adatas.items():
         dup = adata.obs_names[adata.obs_names.duplicated()].unique()
         if len(dup):
             raise ValueError(
-                f"modality {name!r} has {len(dup)} duplicated cell barcodes (e.g. {_examples(dup)}); cells are "
+                f"modality {name!r} has {len(dup)} duplicated cell barcodes (e.g. {name_examples(dup)}); cells are "
                 "matched across modalities by barcode, so make them unique consistently in every modality "
                 "(e.g. prefix each with its sample)."
             )
@@ -389,7 +326,7 @@ def _shared_barcodes(adatas: Mapping[str, ad.AnnData], join: str) -> tuple[pd.In
     if join == "strict" and any(lost.values()):
         lines = [
             f"  {k!r}: {n} of {len(names[k])} barcodes are missing from other modalities"
-            + (f" (e.g. {_examples(names[k][~names[k].isin(keep)])})" if n else "")
+            + (f" (e.g. {name_examples(names[k][~names[k].isin(keep)])})" if n else "")
             for k, n in lost.items()
         ]
         raise ValueError(
@@ -397,7 +334,7 @@ def _shared_barcodes(adatas: Mapping[str, ad.AnnData], join: str) -> tuple[pd.In
             + "\nPass join='inner' to keep only the cells present in every modality."
         )
     if not len(keep):
-        examples = "; ".join(f"{k!r}: {_examples(idx)}" for k, idx in names.items())
+        examples = "; ".join(f"{k!r}: {name_examples(idx)}" for k, idx in names.items())
         raise ValueError(
             f"no cell barcode is shared by all modalities ({examples}); check that barcodes are written the "
             "same way in every modality (prefixes, '-1' suffixes)."

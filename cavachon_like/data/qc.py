@@ -18,13 +18,15 @@ import inspect
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .._registry import Registry, register_subclass
 from .modality import UNS_KEY
-from .multimodality import MultiModality
+
+if TYPE_CHECKING:  # only for annotations: MultiModality applies these steps, so importing it would circle
+    from .multimodality import MultiModality
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class QCStep:
             result = mm.subset(keep_cells, features={self.modality: keep_features})
         else:
             # a new wrapper (sharing the matrices) so the record does not land in the caller's object
-            result = MultiModality(mm)
+            result = type(mm)(mm)
         record = {"step": self.alias, "modality": self.modality,
                   "n_cells_removed": n_cells, "n_features_removed": n_features}
         meta = result.uns.setdefault(UNS_KEY, {})

@@ -29,7 +29,7 @@ def _names(prefix: str, n: int, width: int) -> np.ndarray:
     return np.char.add(prefix, np.char.zfill(np.arange(n).astype(str), width))
 
 
-def _labels(prefix: str, codes: np.ndarray, n: int) -> pd.Categorical:
+def _categorical(prefix: str, codes: np.ndarray, n: int) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=[f"{prefix}{i}" for i in range(n)])
 
 
@@ -106,13 +106,13 @@ def simulate(
 
     obs = pd.DataFrame(
         {
-            "batch": _labels("batch", batch, n_batches),
+            "batch": _categorical("batch", batch, n_batches),
             "cell_type": pd.Categorical.from_codes(
                 parent * n_child_states + child,
                 categories=[f"P{p}_C{c}" for p in range(n_parent_types) for c in range(n_child_states)],
             ),
-            "parent_type": _labels("P", parent, n_parent_types),
-            "child_state": _labels("C", child, n_child_states),
+            "parent_type": _categorical("P", parent, n_parent_types),
+            "child_state": _categorical("C", child, n_child_states),
         },
         index=_names("cell", n_cells, 6),
     )

@@ -90,9 +90,6 @@ class ComponentGraph:
                 stack.extend(self.parents(node))
         return [c for c in self.order if c in found]
 
-    def descendants(self, component: str) -> list[str]:
-        return [c for c in self.order if component in self.ancestors(c)]
-
     def closure(self, components: Iterable[str]) -> list[str]:
         """The components plus all their ancestors, in topological order."""
         wanted = set(components)
@@ -100,5 +97,3 @@ class ComponentGraph:
             wanted.update(self.ancestors(component))
         return [c for c in self.order if c in wanted]
 
-    def edges(self) -> list[tuple[str, str]]:
-        return [(p, c) for c in self.order for p in self.parents(c)]

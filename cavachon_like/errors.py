@@ -1,0 +1,28 @@
+"""The package's own exception for bad input, told apart from bugs."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+class InputError(ValueError):
+    """A problem with what the user gave (data, configuration, options), found before any
+    computation. The command line prints these plainly; anything else is a bug and keeps
+    its traceback."""
+
+
+@contextlib.contextmanager
+def input_phase() -> Iterator[None]:
+    """Report errors raised while reading and checking input as :class:`InputError`.
+
+    Wraps only the code that reads and validates what the user gave, so an error
+    there is about the input, whatever its type.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except KeyError as error:  # str() of a KeyError adds quotes around its message
+        raise InputError(str(error.args[0]) if error.args else repr(error)) from error
+    except (ValueError, TypeError, OSError) as error:
+        raise InputError(str(error)) from error
