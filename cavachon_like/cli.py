@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Quiet TensorFlow's C++ start-up chatter; must happen before it is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The command line only writes figures to files; the library itself leaves the backend alone.
+    os.environ.setdefault("MPLBACKEND", "Agg")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cavachon_like").setLevel(logging.INFO)
     if args.command == "analyze":

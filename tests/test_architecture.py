@@ -66,3 +66,15 @@ def test_data_layer_has_no_import_circle():
         graph[path.stem] = imports
     circles = [f"{a} <-> {b}" for a, targets in graph.items() for b in targets if a in graph.get(b, set())]
     assert not circles, circles
+
+
+def test_import_has_no_global_side_effects():
+    """Importing the package and its plotting module leaves matplotlib's backend alone."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import cavachon_like, cavachon_like.plotting, "
+            "cavachon_like.analysis; print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": ""})
+    assert result.stdout.strip().lower() == "svg"

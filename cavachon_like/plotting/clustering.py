@@ -4,9 +4,6 @@ from __future__ import annotations
 import math
 import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

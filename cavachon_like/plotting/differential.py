@@ -1,9 +1,6 @@
 """Volcano plot of a differential-expression table (paper Fig. S5a)."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -4,9 +4,6 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np

@@ -7,9 +7,6 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.patheffects as path_effects
 import matplotlib.pyplot as plt
 import numpy as np
