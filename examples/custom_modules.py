@@ -48,8 +48,8 @@ class ResidualEncoder(Encoder):
 
     alias = "residual_mlp"
 
-    def build(self, x_shapes, batch_shape=None):
-        super().build(x_shapes, batch_shape)
+    def build(self, x_shape, batch_shape=None):
+        super().build(x_shape, batch_shape)
         self.skip = keras.layers.Dense(self.latent_dim, use_bias=False, name="skip")
         self.skip.build((None, self.body.units[-1]))
 

@@ -13,15 +13,7 @@ from ..data import MultiModality
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import set_seed
-from ..train import (
-    MODES,
-    KLWarmup,
-    ProgressiveBlending,
-    fit_priors,
-    global_mean,
-    merge_histories,
-    training_plan,
-)
+from ..train import MODES, global_mean, merge_histories, training_plan
 from ..train.optimizers import fused
 from .attribution import conditional_attribution
 from .base import MultimodalModel
@@ -34,6 +26,7 @@ from .specs import (
     normalize_modalities,
     with_default_units,
 )
+from .stages import fit_stage
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -132,7 +125,7 @@ class CAVACHON(keras.Model, MultimodalModel):
             prior = {"class": "mixture_gaussian", **({"class": prior} if isinstance(prior, str) else (prior or {}))}
             prior["n_clusters"] = int(spec["n_clusters"])
         parents = self.graph.parents(name)
-        return Component(
+        component = Component(
             modalities={
                 m: {
                     "likelihood": self.modality_specs[m]["likelihood"],
@@ -153,6 +146,9 @@ class CAVACHON(keras.Model, MultimodalModel):
             seed=seed,
             name=name,
         )
+        # Built now, not on the first call: loading weights and summary() need them all.
+        component.build(**component.build_shapes())
+        return component
 
     @classmethod
     def from_data(cls, data: Any, components: Sequence[Mapping[str, Any]], **kwargs) -> CAVACHON:
@@ -402,52 +398,13 @@ class CAVACHON(keras.Model, MultimodalModel):
         phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
         stages = []
         for stage in training_plan(self.graph.order, self.training_mode):
-            self._set_active(stage)
-            blend = [self.components[c].hierarchical_encoder for c in stage if self.components[c].parents]
-            blending = []
-            if blend and self.training_mode == "sequential" and self.progressive_epochs > 0:
-                ramp = self.pretrain_epochs if self._pretrains(stage) else epochs
-                blending = [ProgressiveBlending(blend, min(self.progressive_epochs, max(ramp - 1, 0)))]
-            name = "+".join(stage)
-            start = 0
-            if self._pretrains(stage):
-                self._pretraining = True
-                for c in stage:  # the mixture is not in the pre-training loss
-                    self.components[c].prior.trainable = False
-                warmup = [KLWarmup(self.kl_weight, max(self.pretrain_epochs // 2, 1))]
-                plain = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]
-                try:
-                    history = self._fit_phase(epochs=self.pretrain_epochs, callbacks=plain + blending + warmup,
-                                              **phase_kwargs)
-                finally:
-                    self._pretraining = False
-                    self.kl_weight.assign(1.0)
-                    self._set_active(stage)
-                stages.append((name, "pretrain", history))
-                fit_priors(self, stage, x, seed=self.seed)
-                start, blending = self.pretrain_epochs, []
-            history = self._fit_phase(epochs=start + epochs, initial_epoch=start, callbacks=callbacks + blending,
-                                      **phase_kwargs)
-            stages.append((name, "elbo", history))
+            stages += fit_stage(self, stage, epochs, callbacks, phase_kwargs)
         self._set_active(self.graph.order)
         # Every stage starts with a fresh optimizer, so the last stage's slots are of no
         # further use; resetting keeps a saved model's optimizer consistent with all weights.
         self._compile_stage()
         self.history = merge_histories(stages)
         return self.history
-
-    def _pretrains(self, stage: Sequence[str]) -> bool:
-        return self.pretrain_epochs > 0 and any(self.components[c].prior.n_clusters for c in stage)
-
-    def _fit_phase(self, callbacks: list[keras.callbacks.Callback], **kwargs) -> keras.callbacks.History:
-        """One ``keras.Model.fit`` with a fresh optimizer (recompiled, so the loss is retraced)."""
-        self._compile_stage()
-        # The dataset shuffles itself (seeded), so Keras' own shuffle stays off.
-        history = super().fit(callbacks=callbacks, shuffle=False, **kwargs)
-        for callback in callbacks:
-            if isinstance(callback, keras.callbacks.CSVLogger):
-                callback.append = True  # later phases add rows instead of overwriting
-        return history
 
     def adapt(self, data: Any, only_new: bool = False) -> None:
         """Set the preprocessors' data statistics (e.g. TF-IDF weights) from ``data``.

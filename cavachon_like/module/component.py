@@ -28,6 +28,9 @@ class Component(keras.layers.Layer):
     hierarchical encoder (Eq. 2): their ``z_hat`` (default, i.e. conditioning on all
     ancestors) or their ``z`` (``conditioned_on="z"``, Appendix C).
 
+    Like any Keras layer it builds on its first call, or explicitly with
+    ``build(**component.build_shapes())``, which is what the model does.
+
     Parameters
     ----------
     modalities
@@ -108,23 +111,58 @@ class Component(keras.layers.Layer):
         # The KL of the pre-training phase (fit): no weights, so nothing to save.
         self.pretrain_prior = StandardNormalPrior(self.latent_dim, name="pretrain_prior")
         self.noise = keras.random.SeedGenerator(seed)
-        self.build()
 
     @property
     def modalities(self) -> list[str]:
         return list(self.modality_specs)
 
-    def build(self, input_shape: Any = None) -> None:
-        x_shapes = [(None, s["n_features"]) for s in self.modality_specs.values()]
-        all_batch = (None, sum(int(s["n_batch"]) for s in self.modality_specs.values()))
-        self.encoder.build(x_shapes, all_batch)
-        self.hierarchical_encoder.build(self.parent_dims)
-        self.prior.build((None, self.latent_dim))
-        for m, preprocessor in self.preprocessors.items():
-            preprocessor.build((None, int(self.modality_specs[m]["n_features"])))
-        for m, decoder in self.decoders.items():
-            decoder.build((None, self.latent_dim), (None, int(self.modality_specs[m]["n_batch"])))
-        self.built = True
+    def build_shapes(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that the modality specs and parents imply.
+
+        The model builds each component with them as it creates it, so that a new model
+        has all its weights (for loading a ``.keras`` file and for ``summary``).
+        """
+        return {
+            "x_shape": {m: (None, int(s["n_features"])) for m, s in self.modality_specs.items()},
+            "batch_shape": {m: (None, int(s["n_batch"])) for m, s in self.modality_specs.items()},
+            "parents_shape": [(None, d) for d in self.parent_dims],
+        }
+
+    def build(
+        self,
+        x_shape: Mapping[str, Sequence[int | None]],
+        batch_shape: Mapping[str, Sequence[int | None]],
+        parents_shape: Sequence[Sequence[int | None]] = (),
+    ) -> None:
+        """Build every module from the shapes of :meth:`call`'s arguments.
+
+        Parameters
+        ----------
+        x_shape, batch_shape
+            ``{modality: (B, n_features)}`` and ``{modality: (B, n_batch)}``; they may
+            hold other modalities too (the model passes all of its inputs).
+        parents_shape
+            One ``(B, d)`` shape per parent, in the order of ``parents``.
+        """
+        for m, spec in self.modality_specs.items():
+            # The decoders' output width comes from the specs, so the input must agree.
+            if x_shape[m][-1] != spec["n_features"]:
+                raise ValueError(f"component {self.name!r}: modality {m!r} has {spec['n_features']} features "
+                                 f"in its spec but the input has shape {tuple(x_shape[m])}.")
+        parent_dims = [int(shape[-1]) for shape in parents_shape]
+        if parent_dims != self.parent_dims:
+            raise ValueError(f"component {self.name!r}: parents {self.parents} have latent dims {self.parent_dims} "
+                             f"but the parent inputs have {parent_dims}.")
+        mods = self.modalities
+        all_batch = (None, sum(int(batch_shape[m][-1]) for m in mods))
+        latent = (None, self.latent_dim)
+        for m in mods:
+            self.preprocessors[m].build(x_shape[m])
+        self.encoder.build([x_shape[m] for m in mods], all_batch)
+        self.hierarchical_encoder.build(latent, list(parents_shape))
+        self.prior.build(latent)
+        for m in mods:
+            self.decoders[m].build(latent, batch_shape[m])
 
     def call(
         self,

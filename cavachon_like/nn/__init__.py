@@ -7,13 +7,13 @@ from .preprocessor import PREPROCESSORS, Preprocessor, library_size
 
 __all__ = [
     "DECODERS",
-    "Decoder",
     "ENCODERS",
-    "Encoder",
     "HIERARCHICAL_ENCODERS",
-    "HierarchicalEncoder",
     "MLP",
     "PREPROCESSORS",
+    "Decoder",
+    "Encoder",
+    "HierarchicalEncoder",
     "Preprocessor",
     "library_size",
 ]

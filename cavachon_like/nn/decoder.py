@@ -56,12 +56,14 @@ class Decoder(keras.layers.Layer):
         super().__init_subclass__(**kwargs)
         register_subclass(DECODERS, cls)
 
-    def build(self, z_shape: Sequence[int | None], batch_shape: Sequence[int | None]) -> None:
-        self.body.build([z_shape, batch_shape])
+    def build(self, z_hat_shape: Sequence[int | None], batch_shape: Sequence[int | None]) -> None:
+        """Build from the shapes of :meth:`call`'s ``z_hat`` ``(B, d)`` and ``batch`` ``(B, n_batch)``."""
+        self.body.build([z_hat_shape, batch_shape])
         for head in self.heads.values():
             head.build((None, self.body.units[-1]))
 
     def call(self, z_hat: tf.Tensor, batch: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``{parameter: (B, n_features)}``; ``batch`` may have no columns (no covariates)."""
         h = self.body([z_hat, batch])
         return {p: head(h) for p, head in self.heads.items()}
 

@@ -26,7 +26,9 @@ class Encoder(keras.layers.Layer):
 
     Subclass and set ``alias`` to provide another architecture; ``call`` receives the
     list of modality tensors and the batch covariates (or ``None``) and returns the
-    mean and variance, each ``(B, latent_dim)``.
+    mean and variance, each ``(B, latent_dim)``. A subclass with weights of its own
+    creates them in ``build(x_shape, batch_shape=None)``, the names Keras matches to
+    ``call``'s ``x`` and ``batch`` when it builds the layer on its first call.
 
     Parameters
     ----------
@@ -67,21 +69,34 @@ class Encoder(keras.layers.Layer):
         super().__init_subclass__(**kwargs)
         register_subclass(ENCODERS, cls)
 
-    def build(self, x_shapes: Sequence[Sequence[int | None]], batch_shape: Sequence[int | None] | None = None) -> None:
-        shapes = list(x_shapes) + ([batch_shape] if self.condition_on_batch and batch_shape is not None else [])
-        self.body.build(shapes)
+    def build(self, x_shape: Sequence[Sequence[int | None]], batch_shape: Sequence[int | None] | None = None) -> None:
+        """Build from the shapes of :meth:`call`'s arguments.
+
+        Parameters
+        ----------
+        x_shape
+            One ``(B, F_m)`` shape per modality tensor in ``x``.
+        batch_shape
+            ``(B, n_batch)`` of the batch covariates; ``None`` when ``call`` gets none.
+        """
+        self.body.build(list(x_shape) + ([batch_shape] if self._uses_batch(batch_shape) else []))
         self.mean_head.build((None, self.body.units[-1]))
         self.variance_head.build((None, self.body.units[-1]))
 
+    def _uses_batch(self, batch: tf.Tensor | Sequence[int | None] | None) -> bool:
+        """Whether the batch covariates (a tensor or its shape) enter the body."""
+        return self.condition_on_batch and batch is not None
+
     def features(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None) -> tf.Tensor:
         """The last hidden layer's output."""
-        return self.body(list(x) + ([batch] if self.condition_on_batch and batch is not None else []))
+        return self.body(list(x) + ([batch] if self._uses_batch(batch) else []))
 
     def gaussian(self, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Mean and variance heads on hidden features ``h``."""
         return self.mean_head(h), tf.nn.softplus(self.variance_head(h)) + self.min_variance
 
     def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """``x``: a list of ``(B, F_m)`` modality tensors (dense or sparse); returns mean and variance."""
         return self.gaussian(self.features(x, batch))
 
     def get_config(self) -> dict:

@@ -42,13 +42,18 @@ class HierarchicalEncoder(keras.layers.Layer):
         super().__init_subclass__(**kwargs)
         register_subclass(HIERARCHICAL_ENCODERS, cls)
 
-    def build(self, parent_dims: Sequence[int] = ()) -> None:
-        self.f_r.build((None, self.latent_dim))
-        self.f_b.build((None, sum(parent_dims) + self.latent_dim))
+    def build(self, z_shape: Sequence[int | None], parents_shape: Sequence[Sequence[int | None]] = ()) -> None:
+        """Build from the shapes of :meth:`call`'s ``z`` ``(B, d)`` and ``parents`` list.
+
+        ``alpha`` has no weights of its own, so its shape is not needed.
+        """
+        self.f_r.build(tuple(z_shape))
+        self.f_b.build((None, sum(int(shape[-1]) for shape in parents_shape) + self.latent_dim))
         self.alpha = self.add_weight(name="alpha", shape=(), initializer="ones", trainable=False)
 
     def call(self, z: tf.Tensor, parents: Sequence[tf.Tensor] = (), alpha: tf.Tensor | None = None) -> tf.Tensor:
-        """``alpha`` overrides the stored blend weight (used by attribution)."""
+        """``z_hat`` ``(B, d)``; ``alpha`` (a scalar or broadcastable to ``(B, d)``) overrides
+        the stored blend weight (attribution integrates along it)."""
         blend = self.alpha if alpha is None else alpha
         z_tilde = blend * self.f_r(z)
         return self.f_b(tf.concat([*parents, z_tilde], axis=-1) if parents else z_tilde)

@@ -64,16 +64,21 @@ class MLP(keras.layers.Layer):
         ]
         self.input_projections: list[keras.layers.Dense] = []
 
-    def build(self, input_shapes: Sequence[Sequence[int | None]]) -> None:
+    def build(self, inputs_shape: Sequence[Sequence[int | None]]) -> None:
+        """Create one first-layer projection per input; ``inputs_shape`` lists their shapes.
+
+        Keras passes the shapes of the ``inputs`` list of :meth:`call` on the first call.
+        """
         self.input_projections = [
             keras.layers.Dense(self.units[0], use_bias=False, name=f"dense_0_input_{i}")
-            for i in range(len(input_shapes))
+            for i in range(len(inputs_shape))
         ]
-        for projection, shape in zip(self.input_projections, input_shapes):
+        for projection, shape in zip(self.input_projections, inputs_shape):
             projection.build(tuple(shape))
+        # One bias for the summed projections, as a dense layer on the concatenation has.
         self.bias = self.add_weight(name="bias_0", shape=(self.units[0],), initializer="zeros")
         width = self.units[0]
-        for i, layer in enumerate(self.hidden):
+        for layer in self.hidden:
             layer.build((None, width))
             width = layer.units
         for i, norm in enumerate(self.norms):
@@ -88,6 +93,10 @@ class MLP(keras.layers.Layer):
         return self.dropout_layer(h, training=training) if self.dropout_layer is not None else h
 
     def call(self, inputs: Sequence[tf.Tensor | tf.SparseTensor], training: bool | None = None) -> tf.Tensor:
+        """``inputs``: a list of ``(B, F_i)`` tensors, dense or sparse, as many as at build time."""
+        if len(inputs) != len(self.input_projections):
+            # zip would silently drop the extra inputs or projections.
+            raise ValueError(f"{self.name} was built for {len(self.input_projections)} inputs, got {len(inputs)}.")
         h = self.bias
         for projection, x in zip(self.input_projections, inputs):
             if x.shape[-1] == 0:

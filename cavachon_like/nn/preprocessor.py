@@ -1,6 +1,7 @@
 """Per-modality input transforms applied before the encoder."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -13,10 +14,21 @@ from .._registry import Registry, register_subclass
 PREPROCESSORS = Registry("preprocessor")
 
 
+def _with_values(x: tf.SparseTensor, values: tf.Tensor) -> tf.SparseTensor:
+    """``x`` with new ``values``, keeping its static shape.
+
+    In a graph ``dense_shape`` is a tensor, so a new SparseTensor would otherwise lose
+    the feature dimension that a layer after the preprocessor builds from.
+    """
+    result = tf.SparseTensor(x.indices, values, x.dense_shape)
+    result.set_shape(x.shape)
+    return result
+
+
 def _map_values(x: tf.Tensor | tf.SparseTensor, fn) -> tf.Tensor | tf.SparseTensor:
     """Apply a zero-preserving elementwise ``fn`` without densifying sparse input."""
     if isinstance(x, tf.SparseTensor):
-        return tf.SparseTensor(x.indices, fn(x.values), x.dense_shape)
+        return _with_values(x, fn(x.values))
     return fn(x)
 
 
@@ -34,7 +46,7 @@ def _log1p_scaled(x: tf.Tensor | tf.SparseTensor, row_scale: tf.Tensor, column_s
         scale = tf.gather(tf.squeeze(row_scale, -1), x.indices[:, 0])
         if column_scale is not None:
             scale = scale * tf.gather(column_scale, x.indices[:, 1])
-        return tf.SparseTensor(x.indices, tf.math.log1p(x.values * scale), x.dense_shape)
+        return _with_values(x, tf.math.log1p(x.values * scale))
     scaled = x * row_scale if column_scale is None else x * row_scale * column_scale
     return tf.math.log1p(scaled)
 
@@ -83,14 +95,14 @@ class Preprocessor(keras.layers.Layer):
         """Whether the transform has statistics that :meth:`adapt` must set before training."""
         return self.transform == "tfidf"
 
-    def build(self, input_shape: Any) -> None:
+    def build(self, x_shape: Sequence[int | None]) -> None:
+        """Build from the ``(B, F)`` shape of :meth:`call`'s ``x``; only TF-IDF has weights."""
         if self.transform == "tfidf":
             # float32 whatever the dtype policy: idf spans orders of magnitude.
-            self.idf = self.add_weight(name="idf", shape=(int(input_shape[-1]),), initializer="ones",
+            self.idf = self.add_weight(name="idf", shape=(int(x_shape[-1]),), initializer="ones",
                                        trainable=False, dtype="float32", autocast=False)
             self.adapted = self.add_weight(name="adapted", shape=(), initializer="zeros", trainable=False,
                                            dtype="float32", autocast=False)
-        self.built = True
 
     def adapt(self, x: Any) -> None:
         """Set data statistics (``idf``) from a cells x features matrix (sparse or dense).
