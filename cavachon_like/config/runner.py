@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pandas as pd
 
 from ..analysis import degenerate_clustering
 from ..data import MultiModality, read_10x_multi, read_h5ad, read_h5mu, simulate
-from ..errors import input_phase
+from ..errors import InputError, input_phase
 from ..model import CAVACHON
 from ..seed import set_seed
 
@@ -34,10 +36,13 @@ def load_data(data_config: dict[str, Any], seed: int = 0) -> MultiModality:
         data = read_h5ad(paths, likelihood=kwargs.pop("likelihoods"), **kwargs)
     elif data_config["tenx"] is not None:
         data = read_10x_multi(data_config["tenx"], **kwargs)
-    else:
-        data = simulate(**{"seed": seed, **(data_config["simulate"] or {})})
+    elif data_config["simulate"] is not None:
+        data = simulate(**{"seed": seed, **data_config["simulate"]})
         if likelihoods or batch_key:
             data = MultiModality(data, likelihoods=likelihoods, batch_key=batch_key)
+    else:
+        raise InputError("no data: the config sets none of data.path, data.h5ad, data.tenx or data.simulate; pass "
+                         "the data file with --data (or set data.simulate for simulated data).")
     if data_config["qc"]:
         data = data.apply_qc(data_config["qc"])
     return data
@@ -69,20 +74,49 @@ def _callbacks(config: dict[str, Any], out: Path) -> list[keras.callbacks.Callba
     return callbacks
 
 
-def train(config: dict[str, Any], out: str | Path) -> dict[str, Any]:
+#: What ``train`` writes, and what ``analyze`` and TensorBoard add, in an output folder.
+RUN_FILES = ("result.h5mu", "model.keras", "history.csv", "latent.png")
+RUN_FOLDERS = ("analysis", "tensorboard")
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Make ``out`` ready for a run: writable, and holding no earlier run unless ``overwrite``
+    (which removes that run's files and folders, so nothing stale is left beside the new one)."""
+    earlier = [name for name in RUN_FILES + RUN_FOLDERS if (out / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(f"{out} already holds a run ({', '.join(earlier)}); choose another --out or pass "
+                         "--overwrite to replace it.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write to the output folder {out}: {error.strerror or error}.") from error
+    for name in earlier:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def train(config: dict[str, Any], out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Train as configured and write ``result.h5mu``, ``model.keras``, ``history.csv``, ``latent.png``.
 
-    Returns the paths written, the trained model, the annotated data, timings and
-    warnings (degenerate clusterings, also logged).
+    Everything the run needs is checked before training: the output folder (writable,
+    no earlier run unless ``overwrite``), the data, the model and its callbacks, and the
+    label and colouring columns. Returns the paths written, the trained model, the
+    annotated data, timings and warnings (degenerate clusterings, also logged).
     """
     from ..plotting import plot_latents
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     set_seed(config["seed"])
     with input_phase():
+        prepare_output(out, overwrite)
         data = load_data(config["data"], seed=config["seed"])
         logger.info("data: %s", data)
+        added = {f"cluster_{c.get('name')}" for c in config["model"]["components"]}  # written by training
+        for key in [config["data"]["label_key"], *config["output"]["color_by"]]:
+            if key is not None and key not in added:
+                data.obs_column(key)  # a typo fails here, not after training
         model = build_model(config, data)
         model.check_data(data)
         callbacks = _callbacks(config, out)
