@@ -14,7 +14,6 @@ from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import set_seed
 from ..train import MODES, global_mean, merge_histories, training_plan
-from ..train.optimizers import fused
 from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
@@ -296,8 +295,6 @@ class CAVACHON(keras.Model, MultimodalModel):
         The loss is the model's ELBO, so ``loss`` must stay ``None``. The optimizer is
         cloned afresh for every training stage. ``jit_compile`` defaults to False
         because XLA cannot compile the sparse-dense products of sparse inputs.
-        A plain Keras Adam trains as :class:`~cavachon_like.train.optimizers.FusedAdam`
-        (the same update in one fused kernel); the compile config keeps the Adam.
 
         Mixed precision (for GPUs): set the policy before building the model,
         ``keras.mixed_precision.set_global_policy("mixed_float16")``; Keras then wraps
@@ -308,7 +305,7 @@ class CAVACHON(keras.Model, MultimodalModel):
             raise ValueError("CAVACHON computes its own loss (the negative ELBO); do not pass `loss` to compile().")
         optimizer = keras.optimizers.get(optimizer or keras.optimizers.Adam(learning_rate=1e-3))
         self._compile_kwargs = {"optimizer": keras.optimizers.serialize(optimizer), "jit_compile": jit_compile, **kwargs}
-        super().compile(optimizer=fused(optimizer), jit_compile=jit_compile, **kwargs)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def get_compile_config(self) -> dict[str, Any] | None:
         return self._compile_kwargs
@@ -322,7 +319,7 @@ class CAVACHON(keras.Model, MultimodalModel):
         if self._compile_kwargs is None:
             self.compile()
         kwargs = dict(self._compile_kwargs)
-        kwargs["optimizer"] = fused(keras.optimizers.deserialize(kwargs["optimizer"]))
+        kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
         with self.distribute_strategy.scope():
             keras.Model.compile(self, **kwargs)
 
