@@ -45,7 +45,10 @@ def planted(n_cells: int = 1500, n_genes: int = 200, n_de: int = 30, seed: int =
 @pytest.fixture(scope="module")
 def de_run():
     data, truth = planted()
-    model = CAVACHON.from_data(data, [{"name": "rna", "modalities": ["rna"], **TINY}], seed=0)
+    # DE is under test, not the clustering recipe: plain ELBO training, which recovered every planted
+    # gene at seeds 0-2 on the oldest and newest Keras alike (with pre-training, seed 0 collapsed on
+    # Keras < 3.7, whose data iterator orders epochs differently)
+    model = CAVACHON.from_data(data, [{"name": "rna", "modalities": ["rna"], **TINY}], seed=0, pretrain_epochs=0)
     model.compile(optimizer=keras.optimizers.Adam(5e-3))
     model.fit(data, epochs=30, batch_size=64, verbose=0)
     return model, data, truth
