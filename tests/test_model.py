@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cavachon_like import CAVACHON, MultiModality
+from cavachon_like import CAVACHON, MultiModality, simulate
 
 
 def make_model(data, components, seed=0, **kwargs):
@@ -223,3 +223,18 @@ def test_model_dataset_keeps_counts_sparse_and_exact(small_data, small_component
     batch = next(iter(model.make_dataset(small_data, batch_size=16)))
     assert isinstance(batch["x"]["atac"], tf.SparseTensor)
     np.testing.assert_array_equal(tf.sparse.to_dense(batch["x"]["atac"]), small_data.mod["atac"].X[:16].toarray())
+
+
+def test_bad_specs_and_splits_name_the_culprit():
+    data = simulate(n_cells=60, n_atac=20, n_rna=10, n_batches=2, seed=0)
+    with pytest.raises(ValueError, match=r"component 'rna': cannot build encoder 'mlp' from \{'unit': 64.*Unrecognized.*'unit'"):
+        CAVACHON.from_data(data, [{"name": "rna", "modalities": ["rna"], "encoder": {"unit": 64}}])
+    with pytest.raises(ValueError, match=r"component 'rna': unknown prior 'flow'"):
+        CAVACHON.from_data(data, [{"name": "rna", "modalities": ["rna"], "prior": "flow"}])
+    modalities = {"rna": {"likelihood": "nb", "n_features": 0}}
+    with pytest.raises(ValueError, match="modality 'rna' has no features"):
+        CAVACHON(modalities, [{"name": "rna", "modalities": ["rna"]}])
+    with pytest.raises(ValueError, match="leaves 0 cells for validation"):
+        data.split(0.005)
+    with pytest.raises(ValueError, match="leaves 60 cells for validation and 0 for training"):
+        data.split(0.999)

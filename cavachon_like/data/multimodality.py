@@ -187,6 +187,10 @@ class MultiModality(md.MuData):
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
         order = np.random.default_rng(seed).permutation(self.n_obs)
         n_val = int(round(validation_fraction * self.n_obs))
+        if validation_fraction > 0 and not 0 < n_val < self.n_obs:
+            raise ValueError(f"a validation fraction of {validation_fraction} of {self.n_obs} cells leaves "
+                             f"{n_val} cells for validation and {self.n_obs - n_val} for training; use more cells "
+                             "or set validation_split to 0.")
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     def subset(

@@ -124,6 +124,15 @@ class CAVACHON(keras.Model, MultimodalModel):
             prior = {"class": "mixture_gaussian", **({"class": prior} if isinstance(prior, str) else (prior or {}))}
             prior["n_clusters"] = int(spec["n_clusters"])
         parents = self.graph.parents(name)
+        try:
+            component = self._new_component(name, spec, prior, latent_dim, parents, by_name, seed)
+        except (TypeError, ValueError, KeyError) as error:  # a bad module spec: say which component has it
+            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+            raise ValueError(f"component {name!r}: {message}") from error
+        return component
+
+    def _new_component(self, name: str, spec: Mapping[str, Any], prior: Any, latent_dim: int, parents: list[str],
+                       by_name: Mapping[str, dict[str, Any]], seed: int | None) -> Component:
         component = Component(
             modalities={
                 m: {

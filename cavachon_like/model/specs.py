@@ -50,6 +50,9 @@ def normalize_modalities(modalities: Mapping[str, Mapping[str, Any]]) -> dict[st
         missing = [k for k in batch_key if k not in categories]
         if missing:
             raise ValueError(f"modality {name!r}: batch_categories lacks the batch column(s) {missing}.")
+        if int(spec["n_features"]) < 1:
+            raise ValueError(f"modality {name!r} has no features (QC may have removed them all); loosen the QC "
+                             "thresholds or leave the modality out of the components.")
         specs[name] = {
             "likelihood": spec["likelihood"],
             "n_features": int(spec["n_features"]),

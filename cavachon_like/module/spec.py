@@ -27,5 +27,5 @@ def build_from_spec(registry: Registry, spec: str | dict | None, default: str, *
     cls = registry.get(alias)
     try:
         return cls(**user_kwargs, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"cannot build {registry.kind} {alias!r} from {user_kwargs}: {error}") from None
+    except (TypeError, ValueError) as error:  # Keras layers reject unknown arguments with a ValueError
+        raise type(error)(f"cannot build {registry.kind} {alias!r} from {user_kwargs}: {error}") from None
