@@ -45,6 +45,9 @@ def top_attributed_features(model: Any, data: Any, latent: str, modality: str, g
     if len(groups) != data.n_obs:
         raise ValueError(f"{len(groups)} group labels for {data.n_obs} cells.")
     rng = np.random.default_rng(seed)
+    if kwargs.get("baseline", "mean") == "mean":
+        # the population-mean latent once, not one pass over all cells per group
+        kwargs["baseline"] = model.get_latent_representation(data)[f"z_{latent}"].mean(axis=0)
     rows = []
     for group in sorted(set(groups)):
         cells = np.flatnonzero(groups == group)
