@@ -24,6 +24,8 @@ from cavachon_like.data import (
     read_h5mu,
     simulate,
 )
+from cavachon_like.data.multimodality import MIN_TRAINING_CELLS
+from cavachon_like.errors import InputError
 
 _FEATURE_SETS = itertools.count()
 SNARE = Path(__file__).parents[1].parent / "shared/data/snare_mouse_cortex.h5mu"
@@ -157,8 +159,11 @@ def test_custom_likelihoods_declare_what_data_they_accept():
         type("Bad", (Poisson,), {"alias": "bad_support_for_validation", "support": "ints"})
 
 
-def test_validate_allows_cells_without_counts():
-    _named(sp.csr_matrix((3, 4), dtype=np.float32), "zinb").validate()
+def test_validate_allows_cells_without_counts_but_warns_once():
+    mm = _named(sp.csr_matrix((3, 4), dtype=np.float32), "zinb")
+    with pytest.warns(UserWarning, match=r"modality 'rna'.*3 of 3 cells have no counts.*'cell0', 'cell1', 'cell2'"):
+        mm.validate({"rna": "counts"})
+    assert mm.warn_library_sizes({"rna": "counts"}) == [], "reported once per modality"
 
 
 def test_validate_batch_columns():
@@ -458,3 +463,11 @@ def test_paper_qc_configs_build():
     steps = [from_config(c) for c in PAPER_QC]
     assert {s.modality for s in steps} == {"rna", "atac"}
     assert steps[-1].max_cells_fraction == 0.1 and steps[-1].min_cells == 5
+
+
+def test_check_training_refuses_tiny_data_and_empty_splits(small):
+    with pytest.raises(InputError, match=rf"only 3 cells \(modalities \['atac', 'rna'\]\).*at least {MIN_TRAINING_CELLS}"):
+        small[:3].check_training()
+    with pytest.raises(InputError, match="leaves 0 cells for validation"):
+        small.check_training(validation_split=0.001)
+    assert small.check_training(validation_split=0.1) == []

@@ -1,11 +1,18 @@
-"""Readers (10x folders, the shared SNARE-seq file) and what reading, slicing and copying keep."""
+"""Readers (10x folders, the shared SNARE-seq file), what reading, slicing and copying keep, and the data
+edge cases of issue 13: feature names shared across modalities, bad files, all-zero and extreme cells."""
 from __future__ import annotations
 
 import gzip
 import io
+import logging
+import warnings
 from pathlib import Path
 
+import anndata as ad
+import h5py
+import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
@@ -16,9 +23,12 @@ from cavachon_like.data import (
     MultiModality,
     read_10x,
     read_10x_multi,
+    read_h5ad,
     read_h5mu,
     simulate,
 )
+from cavachon_like.data.multimodality import no_pull
+from cavachon_like.errors import InputError
 
 SNARE = Path(__file__).parents[1].parent / "shared/data/snare_mouse_cortex.h5mu"
 
@@ -120,3 +130,120 @@ def test_slicing_copying_and_io_keep_the_package_classes(tmp_path):
     back = read_h5mu(tmp_path / "d.h5mu")
     assert isinstance(back, MultiModality) and isinstance(back.mod["atac"], Modality)
     assert back.modality("atac").likelihood == data.modality("atac").likelihood
+
+
+# ---------------------------------------------------------------- shared feature names, bad files
+
+
+def _cite_seq(n_cells=40, seed=0):
+    """RNA and ADT whose feature names overlap (CD36, CD69, HLA-E), as in CITE-seq data."""
+    rng = np.random.default_rng(seed)
+    cells = pd.DataFrame(index=[f"c{i:02d}" for i in range(n_cells)])
+    genes = ["CD36", "CD69", "HLA-E", "Actb", "Gapdh", "Malat1", "Cd74", "Lyz2"]
+    rna = ad.AnnData(sp.csr_matrix(rng.poisson(2.0, (n_cells, len(genes))).astype(np.float32)),
+                     obs=cells.copy(), var=pd.DataFrame(index=genes))
+    adt = ad.AnnData(sp.csr_matrix(rng.poisson(20.0, (n_cells, 4)).astype(np.float32)),
+                     obs=cells.copy(), var=pd.DataFrame(index=["CD36", "CD69", "HLA-E", "CD4"]))
+    with no_pull(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # mudata's own "var_names are not unique"
+        return md.MuData({"rna": rna, "adt": adt})
+
+
+def test_shared_feature_names_are_made_unique_and_reported_once(tmp_path, caplog):
+    mdata = _cite_seq()
+    mdata.write(tmp_path / "cite.h5mu")
+    caplog.set_level(logging.WARNING, logger="cavachon_like")
+    with pytest.warns(UserWarning, match="feature names were made unique"):
+        mm = read_h5mu(tmp_path / "cite.h5mu", likelihoods={"rna": "nb", "adt": "nb"})
+    assert list(mm.modality("rna").var_names[:3]) == ["CD36", "CD69", "HLA-E"], "the first modality keeps its names"
+    assert list(mm.modality("adt").var_names) == ["adt:CD36", "adt:CD69", "adt:HLA-E", "CD4"]
+    assert mm.var_names.is_unique and mdata.mod["adt"].var_names[0] == "CD36", "the source is untouched"
+    np.testing.assert_array_equal(mm.modality("adt").X.toarray(), mdata.mod["adt"].X.toarray())
+    qc = mm.apply_qc([{"step": "filter_cells", "modality": "rna", "min_features": 6},
+                      {"step": "filter_features", "modality": "adt", "min_cells": 1}])
+    assert 0 < qc.n_obs < mm.n_obs and qc.modality("adt").n_vars == 4
+    qc.write(tmp_path / "qc.h5mu")
+    back = read_h5mu(tmp_path / "qc.h5mu")
+    assert list(back.modality("adt").var_names) == list(qc.modality("adt").var_names)
+    batch = next(iter(back.to_dataset(batch_size=qc.n_obs, shuffle=False)))
+    np.testing.assert_array_equal(tf.sparse.to_dense(batch["x"]["adt"]).numpy(), qc.modality("adt").X.toarray())
+    reports = [r.getMessage() for r in caplog.records if "feature names were made unique" in r.getMessage()]
+    assert len(reports) == 1, "reported once, not at every QC step, write or read"
+    assert "modality 'adt' shares 3 feature names with modality 'rna'" in reports[0]
+    assert "'CD36', 'CD69', 'HLA-E'" in reports[0] and "'adt:CD36'" in reports[0]
+
+
+def test_names_repeated_within_a_modality_get_suffixes():
+    mdata = _cite_seq(n_cells=12)
+    rna = mdata.mod["rna"]
+    rna.var_names = ["Actb", "Actb", *rna.var_names[2:]]
+    with pytest.warns(UserWarning, match=r"'rna' repeats 1 feature names \(e.g. 'Actb'\)"):
+        mm = MultiModality({"rna": rna, "adt": mdata.mod["adt"]}, likelihoods={"rna": "nb", "adt": "nb"})
+    assert list(mm.modality("rna").var_names[:3]) == ["Actb", "Actb-1", "HLA-E"]
+    assert list(mm.modality("adt").var_names[:3]) == ["CD36", "CD69", "adt:HLA-E"]
+
+
+def test_bad_files_are_input_errors_naming_the_file(tmp_path):
+    data = simulate(n_cells=20, n_atac=10, n_rna=8, seed=0)
+    data.write_h5mu(tmp_path / "ok.h5mu")
+    data.modality("rna").write_h5ad(tmp_path / "rna.h5ad")
+    content = (tmp_path / "ok.h5mu").read_bytes()
+    (tmp_path / "cut.h5mu").write_bytes(content[: len(content) * 2 // 3])
+    (tmp_path / "counts.csv").write_text("cell,gene\nc1,3\n")
+    h5py.File(tmp_path / "other.h5", "w").create_dataset("x", data=np.arange(3))
+    cases = [
+        (read_h5mu, "cut.h5mu", "truncated or damaged"),
+        (read_h5ad, "cut.h5mu", "truncated or damaged"),
+        (read_h5mu, "rna.h5ad", r"holds a single AnnData.*read_h5ad"),
+        (read_h5ad, "ok.h5mu", r"holds a MuData .*\['atac', 'rna'\].*read_h5mu"),
+        (read_h5mu, "counts.csv", "is not an HDF5 file"),
+        (read_h5ad, "counts.csv", "is not an HDF5 file"),
+        (read_h5mu, "other.h5", "could not be read as a MuData"),
+        (read_h5mu, ".", "is a folder"),
+    ]
+    for reader, name, message in cases:
+        with pytest.raises(InputError, match=message) as error:
+            reader(tmp_path / name)
+        assert str(tmp_path / name) in str(error.value), (reader.__name__, name)
+    with pytest.raises(InputError, match=r"h5ad file of modality 'rna' .*is not an HDF5 file"):
+        read_h5ad({"rna": tmp_path / "counts.csv"})
+
+
+def test_snare_library_sizes_raise_no_alarm(snare_path):
+    mm = read_h5mu(snare_path, likelihoods={"rna": "zinb", "atac": "bernoulli"})
+    report = mm.library_size_report()
+    assert report["n_zero"].tolist() == [0, 0] and report["n_extreme"].tolist() == [0, 0]
+    for name in ("rna", "atac"):  # with margin: the largest cell is far below the threshold
+        largest = float(mm.modality(name).X.sum(axis=1).max())
+        assert largest < 0.5 * report.loc[name, "threshold"], name
+    assert mm.warn_library_sizes({"rna": "counts", "atac": "binary"}) == []
+
+
+def test_library_sizes_zero_and_extreme_cells(caplog):
+    data = simulate(n_cells=60, n_atac=40, n_rna=20, seed=1)
+    x = data.modality("rna").X.tolil()
+    x[[3, 8], :] = 0
+    median = np.median(np.asarray(data.modality("rna").X.sum(axis=1)))
+    x[5, 0] += 10 * median  # large (11x the median) but ordinary: not flagged
+    x[7, 1] = 1e9
+    data.modality("rna").X = x.tocsr()
+    data = MultiModality(dict(data.mod))
+    report = data.library_size_report()
+    assert report.loc["rna", "zero_cells"] == ["cell000003", "cell000008"]
+    assert report.loc["rna", "extreme_cells"] == ["cell000007"]
+    assert 20 * median <= report.loc["rna", "threshold"] < 1e6
+    with pytest.warns(UserWarning) as record:
+        data.validate({"rna": "counts", "atac": "binary"})
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        data.validate({"rna": "counts", "atac": "binary"})  # the model checks its data several times
+    assert not again, "warned once per modality"
+    messages = [str(w.message) for w in record if "modality 'rna'" in str(w.message)]
+    assert len(messages) == 2 and sum("modality 'rna'" in r.message for r in caplog.records) == 2
+    assert "2 of 60 cells have no counts" in messages[0] and "'cell000003', 'cell000008'" in messages[0]
+    assert "1 of 60 cells have an extreme library size" in messages[1] and "'cell000007' (1e+09)" in messages[1]
+    kept = data.apply_qc([{"step": "filter_cells", "modality": "rna", "min_features": 1, "max_counts": 10**6}])
+    assert kept.n_obs == 57 and "cell000005" in kept.obs_names
+    assert kept.library_size_report().loc["rna", ["n_zero", "n_extreme"]].tolist() == [0, 0]
+    real = ad.AnnData(np.full((4, 2), -1e6, np.float32), obs=pd.DataFrame(index=list("abcd")))
+    assert MultiModality({"x": real}, likelihoods={"x": "normal"}).warn_library_sizes({"x": "real"}) == []

@@ -73,6 +73,7 @@ def make_dataset(
     sparse: bool = True,
     drop_remainder: bool = False,
     batch_categories: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    order: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Batches of cells as ``{"x": {mod: counts}, "batch": {mod: one-hot}}``.
 
@@ -101,6 +102,11 @@ def make_dataset(
         ``{mod: {column: categories}}`` fixing the one-hot layout, e.g.
         ``train.batch_categories()`` when embedding new data; default each
         modality's own sorted categories.
+    order
+        An integer ``tf.Variable`` that fixes the shuffling: each pass over the data
+        takes the permutation of ``(seed, order's value when the pass starts)``, so a
+        training loop that sets it per epoch (as resumable training does) can replay
+        any epoch's order. Default: tf.data reshuffles on every pass.
 
     Returns
     -------
@@ -145,9 +151,19 @@ def make_dataset(
             "batch": {n: tf.gather(one_hot[n], idx) for n in names},
         }
 
-    ds = tf.data.Dataset.from_tensor_slices(np.arange(len(cells), dtype=np.int64))
-    if shuffle:
-        ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
+    if shuffle and order is not None:
+        n = len(cells)
+
+        def permutation(_: tf.Tensor) -> tf.data.Dataset:
+            key = tf.stack([tf.constant(seed, tf.int64), order.read_value()])
+            return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key))
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(permutation)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(np.arange(len(cells), dtype=np.int64))
+        if shuffle:
+            ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(gather, num_parallel_calls=PARALLEL_BATCHES, deterministic=True)
     ds = ds.prefetch(PARALLEL_BATCHES)

@@ -267,6 +267,55 @@ class Modality(ad.AnnData):
                 )
 
 
+def unique_feature_names(adatas: Mapping[str, ad.AnnData]) -> tuple[dict[str, pd.Index], list[str]]:
+    """Feature names of ``adatas`` made unique across all of them, and what was renamed.
+
+    A name repeated within a modality gets anndata's ``-1``, ``-2`` suffixes (as
+    ``var_names_make_unique``); a name an earlier modality already uses becomes
+    ``<modality>:<name>`` (mudata's prefix, here only for the shared names, so that
+    gene symbols stay usable). Nothing is modified.
+
+    Returns
+    -------
+    names, lines
+        ``{modality: new var names}`` and one line per renaming modality, with counts
+        and examples (empty when all names were unique already).
+    """
+    names_by_mod = {name: adata.var_names for name, adata in adatas.items()}
+    if pd.Index(np.concatenate([n.to_numpy() for n in names_by_mod.values()])).is_unique:
+        return names_by_mod, []  # the usual case, without a Python loop over every feature
+    lines: list[str] = []
+    owner: dict[str, str] = {}
+    for name, adata in adatas.items():
+        names = adata.var_names.astype(str)
+        if not names.is_unique:
+            repeated = names[names.duplicated()].unique()
+            names = ad.utils.make_index_unique(names)
+            lines.append(f"modality {name!r} repeats {len(repeated)} feature names (e.g. {name_examples(repeated)}); "
+                         "repeats got the suffixes '-1', '-2', ... (as anndata's var_names_make_unique)")
+        shared = [n for n in names if n in owner]
+        if shared:
+            own, new = set(names), []
+            for n in names:
+                if n in owner:
+                    candidate, k = f"{name}:{n}", 0
+                    while candidate in owner or candidate in own:
+                        k += 1
+                        candidate = f"{name}:{n}-{k}"
+                    own.add(candidate)
+                    n = candidate
+                new.append(n)
+            others = ", ".join(repr(m) for m in dict.fromkeys(owner[n] for n in shared))
+            lines.append(f"modality {name!r} shares {len(shared)} feature names with modality {others} (e.g. "
+                         f"{name_examples(shared)}); in {name!r} they are now '{name}:<name>' (e.g. "
+                         f"{new[names.get_loc(shared[0])]!r}), as features are matched by name across modalities")
+            names = pd.Index(new)
+        names_by_mod[name] = names
+        for n in names:
+            owner.setdefault(n, name)
+    return names_by_mod, lines
+
+
 def _check_likelihood(likelihood: Any) -> str:
     if not isinstance(likelihood, str) or not likelihood:
         raise ValueError(f"likelihood must be a non-empty distribution name such as 'zinb', got {likelihood!r}.")

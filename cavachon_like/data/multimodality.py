@@ -13,9 +13,11 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from .groups import cell_positions, name_examples
-from .modality import UNS_KEY, Modality, _as_batch_key
-from .qc import QCStep, from_config
+from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
+from .qc import QCStep, from_config, library_size_report, library_size_warnings
+from .support import support_of
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _JOINS = ("strict", "inner")
+
+#: Fewest cells :meth:`MultiModality.check_training` accepts: fewer cannot shape a latent
+#: space (nor be split into training and validation cells).
+MIN_TRAINING_CELLS = 10
 
 
 @contextlib.contextmanager
@@ -54,6 +60,12 @@ class MultiModality(md.MuData):
         differ; all are put in the first modality's order). ``"inner"``: keep the
         cells present in all modalities; how many each modality lost is logged and
         stored in ``uns["cavachon_like"]["join_report"]``.
+
+        Feature names must be unique across all modalities (mudata matches features
+        by name): a name repeated within a modality gets anndata's ``-1``, ``-2``
+        suffixes, and a name already used by an earlier modality (e.g. ``CD36`` in
+        both ``rna`` and ``adt`` of CITE-seq data) becomes ``<modality>:<name>``
+        (``adt:CD36``) in the later one. Both are logged and warned about once.
     likelihoods
         Likelihood per modality name; modalities left out use the one stored in
         their ``uns``.
@@ -97,6 +109,12 @@ class MultiModality(md.MuData):
                 )
 
         _check_unique_barcodes(adatas)
+        new_names, renamed = unique_feature_names(adatas)
+        if renamed:  # on shallow copies (the matrices are shared): the caller's objects keep their names
+            adatas = {k: _with_var_names(a, new_names[k]) for k, a in adatas.items()}
+            if source is not None:
+                with no_pull():
+                    source = md.MuData(adatas, **_global_annotations(source, adatas, _renamed_var(source, adatas)))
         keep, lost = _shared_barcodes(adatas, join)
         aligned = all(a.obs_names.equals(keep) for a in adatas.values())
         if source is not None and not (aligned and source.obs_names.equals(keep)):
@@ -112,16 +130,7 @@ class MultiModality(md.MuData):
         if source is None:
             glob: dict[str, Any] = {"obs": pd.DataFrame(index=keep), "uns": {}}
         else:
-            # mudata recreates the per-modality membership masks, so they are not passed on
-            glob = {
-                "obs": source.obs,
-                "var": source.var,
-                "obsm": {k: v for k, v in source.obsm.items() if k not in modalities},
-                "varm": {k: v for k, v in source.varm.items() if k not in modalities},
-                "obsp": dict(source.obsp),
-                "varp": dict(source.varp),
-                "uns": dict(source.uns),
-            }
+            glob = _global_annotations(source, modalities, source.var)
         super().__init__(modalities, **glob)
 
         meta = dict(self.uns.get(UNS_KEY, {}))
@@ -135,9 +144,10 @@ class MultiModality(md.MuData):
                     + ", ".join(f"{k!r} lost {n}" for k, n in lost.items())
                     + f"; {len(keep)} cells remain."
                 )
-                logger.warning(message)
-                warnings.warn(message, UserWarning, stacklevel=2)
+                _warn(message)
         self.uns[UNS_KEY] = meta
+        if renamed:
+            _warn("feature names were made unique:\n  - " + "\n  - ".join(renamed))
 
     # access
 
@@ -164,7 +174,8 @@ class MultiModality(md.MuData):
     def validate(self, supports: Mapping[str, str] | None = None) -> None:
         """Check every modality (see :meth:`Modality.validate`; ``supports`` maps modality
         names to the support to check, default their likelihood's) and that cells are
-        still aligned."""
+        still aligned, then warn about all-zero cells and extreme library sizes (see
+        :meth:`warn_library_sizes`; once per modality of this object)."""
         for name, mod in self.mod.items():
             if not mod.obs_names.equals(self.obs_names):
                 raise ValueError(
@@ -172,6 +183,72 @@ class MultiModality(md.MuData):
                     "rebuild it with MultiModality(dict(mm.mod))."
                 )
             self.modality(name).validate((supports or {}).get(name))
+        self.warn_library_sizes(supports)
+
+    def library_size_report(self) -> pd.DataFrame:
+        """Per modality: cells without any counts and cells with an extreme library size.
+
+        One row per modality with columns ``n_cells``, ``n_zero``, ``zero_cells``,
+        ``median`` (library size of the cells with counts), ``threshold`` (the rule is
+        :data:`~cavachon_like.data.qc.EXTREME_LIBRARY_RATIO`), ``n_extreme`` and
+        ``extreme_cells``. Only row sums are computed; sparse matrices stay sparse.
+        """
+        rows = {}
+        for name in (k for k, m in self.mod.items() if m.X is not None):
+            report = library_size_report(self, name)
+            rows[name] = {"n_cells": report["n_cells"], "n_zero": len(report["zero_cells"]),
+                          "zero_cells": report["zero_cells"], "median": report["median"],
+                          "threshold": report["threshold"], "n_extreme": len(report["extreme_cells"]),
+                          "extreme_cells": report["extreme_cells"]}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def warn_library_sizes(self, supports: Mapping[str, str] | None = None) -> list[str]:
+        """Log and warn about cells without counts and extreme library sizes, with counts and examples.
+
+        Each modality is reported at most once per object, however often this is
+        called (the model checks its data several times before training). Only count
+        and binary modalities are looked at (``supports`` as in :meth:`validate`; a
+        likelihood of unknown support counts when its values are non-negative).
+
+        Returns
+        -------
+        list[str]
+            The messages emitted by this call.
+        """
+        done = self.__dict__.setdefault("_library_sizes_reported", set())
+        messages = []
+        for name, mod in self.mod.items():
+            support = (supports or {}).get(name) or support_of(mod.likelihood)
+            if name in done or support == "real" or mod.X is None:
+                continue
+            if support is None and _smallest(mod.X) < 0:
+                continue
+            done.add(name)
+            messages += library_size_warnings(self, name)
+        for message in messages:
+            _warn(message)
+        return messages
+
+    def check_training(self, validation_split: float = 0.0, seed: int = 0,
+                       min_cells: int = MIN_TRAINING_CELLS) -> list[str]:
+        """Checks of data about to be trained on, beyond :meth:`validate` (which also suits
+        data only encoded by a trained model).
+
+        Raises :class:`~cavachon_like.errors.InputError` when there are fewer than
+        ``min_cells`` cells or ``validation_split`` (with ``seed``, as :meth:`split`)
+        leaves no cell for validation or training; then warns as
+        :meth:`warn_library_sizes` and returns its messages.
+        """
+        if self.n_obs < min_cells:
+            removed = sum(int(r.get("n_cells_removed", 0)) for r in self.uns.get(UNS_KEY, {}).get("qc", []))
+            after_qc = f" after QC removed {removed}" if removed else ""
+            raise InputError(
+                f"the data hold only {self.n_obs} cells{after_qc} (modalities {list(self.mod)}); training needs at least "
+                f"{min_cells}. Use a larger data set" + (" or loosen the QC thresholds." if removed else ".")
+            )
+        if validation_split:
+            self.split(validation_split, seed=seed)
+        return self.warn_library_sizes()
 
     # derived objects
 
@@ -186,9 +263,9 @@ class MultiModality(md.MuData):
         if not 0.0 <= validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
         order = np.random.default_rng(seed).permutation(self.n_obs)
-        n_val = int(round(validation_fraction * self.n_obs))
+        n_val = round(validation_fraction * self.n_obs)
         if validation_fraction > 0 and not 0 < n_val < self.n_obs:
-            raise ValueError(f"a validation fraction of {validation_fraction} of {self.n_obs} cells leaves "
+            raise InputError(f"a validation fraction of {validation_fraction} of {self.n_obs} cells leaves "
                              f"{n_val} cells for validation and {self.n_obs - n_val} for training; use more cells "
                              "or set validation_split to 0.")
         return np.sort(order[n_val:]), np.sort(order[:n_val])
@@ -262,6 +339,7 @@ class MultiModality(md.MuData):
         sparse: bool = True,
         drop_remainder: bool = False,
         batch_categories: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        order: tf.Variable | None = None,
     ) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of ``{"x": {mod: counts}, "batch": {mod: one-hot}}``; see
         :func:`cavachon_like.data.dataset.make_dataset`."""
@@ -270,7 +348,7 @@ class MultiModality(md.MuData):
 
         return make_dataset(self, batch_size=batch_size, shuffle=shuffle, seed=seed, indices=indices,
                             modalities=modalities, sparse=sparse, drop_remainder=drop_remainder,
-                            batch_categories=batch_categories)
+                            batch_categories=batch_categories, order=order)
 
     # mudata hooks
 
@@ -292,6 +370,63 @@ class MultiModality(md.MuData):
                 meta["qc"] = qc
 
     write = write_h5mu
+
+
+def _warn(message: str) -> None:
+    """A data warning, both logged and as a ``UserWarning`` (notebooks show one, logs keep the other)."""
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _smallest(x: Any) -> float:
+    """The smallest value of ``x`` (for a sparse matrix: of its stored values and 0)."""
+    values = x.data if hasattr(x, "format") else np.asarray(x)
+    return float(values.min()) if values.size else 0.0
+
+
+def _with_var_names(adata: ad.AnnData, names: pd.Index) -> ad.AnnData:
+    """A new AnnData sharing ``adata``'s matrices, with feature names ``names``."""
+    if adata.var_names.equals(names):
+        return adata
+    renamed = adata.copy() if adata.is_view else ad.AnnData(adata)
+    renamed.var_names = names
+    return renamed
+
+
+def _global_annotations(source: md.MuData, mods: Mapping[str, Any], var: pd.DataFrame) -> dict[str, Any]:
+    """``source``'s global annotations as MuData arguments, with ``var`` as the global var."""
+    # mudata recreates the per-modality membership masks, so they are not passed on
+    return {
+        "obs": source.obs,
+        "var": var,
+        "obsm": {k: v for k, v in source.obsm.items() if k not in mods},
+        "varm": {k: v for k, v in source.varm.items() if k not in mods},
+        "obsp": dict(source.obsp),
+        "varp": dict(source.varp),
+        "uns": dict(source.uns),
+    }
+
+
+def _renamed_var(source: md.MuData, modalities: Mapping[str, ad.AnnData]) -> pd.DataFrame:
+    """``source.var`` (rows in its own order, aligned with ``varm``/``varp``) under the
+    modalities' new feature names, placed through ``source.varmap``."""
+    index = np.empty(source.n_vars, dtype=object)
+    placed = np.zeros(source.n_vars, dtype=bool)
+    for name, mod in modalities.items():
+        pos = np.asarray(source.varmap[name], dtype=np.int64) if name in source.varmap else np.zeros(0, np.int64)
+        if pos.shape != (source.n_vars,) or int((pos > 0).sum()) != mod.n_vars:
+            placed[:] = False
+            break
+        index[pos > 0] = mod.var_names.to_numpy()[pos[pos > 0] - 1]
+        placed |= pos > 0
+    if not placed.all():
+        raise ValueError(
+            "feature names are not unique across modalities and the MuData's global var does not map onto them; "
+            "call mdata.var_names_make_unique() (mudata) or rename the features of one modality first."
+        )
+    var = source.var.copy()
+    var.index = pd.Index(index)
+    return var
 
 
 def _per_modality(value: Any, adatas: Mapping[str, Any], what: str) -> dict[str, Any]:

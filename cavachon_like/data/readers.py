@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import IO
 
 import anndata as ad
+import h5py
 import mudata as md
 import numpy as np
 import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
+from ..errors import InputError
 from .modality import Modality
 from .multimodality import MultiModality, no_pull
 
@@ -33,6 +36,56 @@ def _existing(path: str | PathLike, what: str) -> Path:
     return path
 
 
+def _h5_kind(path: Path, what: str) -> tuple[str | None, list[str]]:
+    """``("MuData" | "AnnData" | None, modality names)`` of an HDF5 file; :class:`InputError`
+    naming the file for a folder, a file that is not HDF5, or one HDF5 cannot open."""
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a file; pass the file itself (a folder of 10x matrix "
+                         "files is read with read_10x, or data.tenx in a config).")
+    if not h5py.is_hdf5(path):
+        raise InputError(f"{what} {path} is not an HDF5 file, which .h5mu and .h5ad files are (is it a text, CSV "
+                         "or compressed file?); write the data with mudata's write_h5mu or anndata's write_h5ad.")
+    try:
+        with h5py.File(path, "r") as handle:
+            kind = handle.attrs.get("encoding-type", "")
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            mods = list(handle["mod"].keys()) if isinstance(handle.get("mod"), h5py.Group) else []
+            if mods or kind.lower() == "mudata":
+                return "MuData", mods
+            if kind.lower() == "anndata" or "X" in handle:
+                return "AnnData", []
+            return None, []
+    except OSError as error:
+        raise InputError(f"{what} {path} cannot be opened: it is truncated or damaged (HDF5 says: {error}); copy or "
+                         "write it again (an interrupted download or copy leaves such files).") from error
+
+
+def _read(reader: Callable[[Path], ad.AnnData | md.MuData], path: Path, what: str, kind: str) -> ad.AnnData | md.MuData:
+    """``reader(path)`` with its failures reported as :class:`InputError` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            # repeated feature names are made unique, and reported, by MultiModality
+            warnings.filterwarnings("ignore", message="var_names are not unique")
+            return reader(path)
+    except MemoryError:
+        raise
+    except Exception as error:  # the file's content is all the reader looks at: any failure is about the file
+        raise InputError(f"{what} {path} could not be read as {kind} ({type(error).__name__}: {error}); the file "
+                         "may be damaged or written by an incompatible tool: write it again with mudata/anndata.") from error
+
+
+def _check_kind(path: Path, what: str, expected: str) -> None:
+    kind, mods = _h5_kind(path, what)
+    if kind == expected or kind is None:
+        return
+    if kind == "AnnData":
+        raise InputError(f"{what} {path} holds a single AnnData (an .h5ad file), not a MuData with several "
+                         "modalities: read it with read_h5ad({'rna': path}) (in a config: data.h5ad: {rna: path}, "
+                         "one file per modality), or write the modalities into one .h5mu with mudata.")
+    raise InputError(f"{what} {path} holds a MuData (an .h5mu file) with modalities {mods}, not a single AnnData: "
+                     "read it with read_h5mu (in a config: data.path, or --data on the command line).")
+
+
 def read_h5mu(
     path: str | PathLike,
     likelihoods: Mapping[str, str] | None = None,
@@ -45,8 +98,9 @@ def read_h5mu(
     modalities not named in ``likelihoods`` / ``batch_key``.
     """
     path = _existing(path, "h5mu file")
+    _check_kind(path, "h5mu file", "MuData")
     with no_pull():
-        mdata = md.read_h5mu(path)
+        mdata = _read(md.read_h5mu, path, "h5mu file", "a MuData")
     return MultiModality(mdata, join=join, likelihoods=likelihoods, batch_key=batch_key)
 
 
@@ -71,9 +125,15 @@ def read_h5ad(
         How to match cells across several files; see :class:`MultiModality`.
     """
     if isinstance(path, Mapping):
-        adatas = {name: ad.read_h5ad(_existing(p, f"h5ad file of modality {name!r}")) for name, p in path.items()}
+        adatas = {name: _read_h5ad(p, f"h5ad file of modality {name!r}") for name, p in path.items()}
         return MultiModality(adatas, join=join, likelihoods=likelihood, batch_key=batch_key)
-    return Modality(ad.read_h5ad(_existing(path, "h5ad file")), likelihood=likelihood, batch_key=batch_key)
+    return Modality(_read_h5ad(path, "h5ad file"), likelihood=likelihood, batch_key=batch_key)
+
+
+def _read_h5ad(path: str | PathLike, what: str) -> ad.AnnData:
+    path = _existing(path, what)
+    _check_kind(path, what, "AnnData")
+    return _read(ad.read_h5ad, path, what, "an AnnData")
 
 
 def _find(directory: Path, stems: Sequence[str]) -> Path:
