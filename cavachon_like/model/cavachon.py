@@ -258,6 +258,9 @@ class CAVACHON(keras.Model, MultimodalModel):
         """Train ``components``; freeze the rest (ancestors and offspring alike)."""
         self._active = list(components)
         for name, component in self.components.items():
+            # Through False: setting `trainable = True` on a layer that already is does not
+            # reach its sublayers (a prior frozen for pre-training stayed frozen).
+            component.trainable = False
             component.trainable = name in self._active
 
     def _update_trackers(self, per_cell: tf.Tensor, terms: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
