@@ -188,3 +188,20 @@ def test_base_prior_is_abstract():
     assert "prior" not in PRIORS
     with pytest.raises(NotImplementedError):
         Prior(D).kl_divergence(tf.zeros((1, D)), tf.ones((1, D)), tf.zeros((1, D)))
+
+
+def test_mixture_trains_in_the_elbo_phase_after_pretraining(small_data, small_components):
+    """Pre-training freezes the mixture; the ELBO phase must train it (it once stayed frozen)."""
+    from cavachon_like import CAVACHON
+
+    class Trainable(keras.callbacks.Callback):
+        phases: list[set[str]] = []
+
+        def on_train_begin(self, logs=None):
+            Trainable.phases.append({v.path.split("/")[-2] for v in self.model.trainable_variables})
+
+    model = CAVACHON.from_data(small_data, small_components[:1], seed=0, pretrain_epochs=1)
+    model.compile()
+    model.fit(small_data, epochs=1, batch_size=128, verbose=0, callbacks=[Trainable()])
+    pretrain, elbo = Trainable.phases
+    assert "prior" not in pretrain and "prior" in elbo
