@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed for everything (weights, noise, shuffling, splits)")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an earlier run in --out (its analysis/ and tensorboard/ folders too)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run in --out from its last finished epoch (same config)")
 
     analyze = commands.add_parser("analyze", help="analyse a training run: tables (CSV) and figures (PNG)")
     analyze.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["seed"] = args.seed
     try:
         config = load_config(args.config, overrides)
-        result = train(config, args.out, overwrite=args.overwrite)
+        result = train(config, args.out, overwrite=args.overwrite, resume=args.resume)
     except InputError as error:
         # Input problems are found before training starts; print them plainly (bugs keep their traceback).
         print(f"cavachon-like: error: {error}", file=sys.stderr)

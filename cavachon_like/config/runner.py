@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -17,6 +18,7 @@ from ..data import MultiModality, read_10x_multi, read_h5ad, read_h5mu, simulate
 from ..errors import InputError, input_phase
 from ..model import CAVACHON
 from ..seed import set_seed
+from ..train.checkpoint import FILENAME
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +78,29 @@ def _callbacks(config: dict[str, Any], out: Path) -> list[keras.callbacks.Callba
 
 #: What ``train`` writes, and what ``analyze`` and TensorBoard add, in an output folder.
 RUN_FILES = ("result.h5mu", "model.keras", "history.csv", "latent.png")
-RUN_FOLDERS = ("analysis", "tensorboard")
+#: ``checkpoint`` holds the training state while a run trains (removed once its outputs are written).
+RUN_FOLDERS = ("analysis", "tensorboard", "checkpoint")
+CHECKPOINT = "checkpoint"
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
+def prepare_output(out: Path, overwrite: bool, resume: bool = False) -> bool:
     """Make ``out`` ready for a run: writable, and holding no earlier run unless ``overwrite``
-    (which removes that run's files and folders, so nothing stale is left beside the new one)."""
+    (which removes that run's files and folders, so nothing stale is left beside the new one)
+    or ``resume`` (which continues an interrupted run). Returns whether there is a run to resume."""
+    if overwrite and resume:
+        raise InputError("--overwrite and --resume contradict each other: --resume continues the run in --out, "
+                         "--overwrite replaces it; pass one.")
     earlier = [name for name in RUN_FILES + RUN_FOLDERS if (out / name).exists()]
-    if earlier and not overwrite:
-        raise InputError(f"{out} already holds a run ({', '.join(earlier)}); choose another --out or pass "
-                         "--overwrite to replace it.")
+    interrupted = (out / CHECKPOINT / FILENAME).exists()
+    if resume and not interrupted and "result.h5mu" in earlier:
+        raise InputError(f"the run in {out} is complete (it has result.h5mu and no checkpoint): nothing to resume. "
+                         "Pass --overwrite to train it again.")
+    if resume and interrupted:
+        earlier = []  # keep the checkpoint, and whatever the interrupted run wrote, in place
+    elif earlier and not overwrite:
+        hint = " or --resume to continue it" if interrupted else ""
+        raise InputError(f"{out} already holds a run ({', '.join(earlier)}); choose another --out, pass "
+                         f"--overwrite to replace it{hint}.")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -95,22 +110,60 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     for name in earlier:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return resume and interrupted
 
 
-def train(config: dict[str, Any], out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+def check_resumed_config(folder: Path, config: dict[str, Any], resuming: bool) -> None:
+    """Keep the run's configuration beside its checkpoint; a resumed run must use the same one."""
+    path = folder / "config.json"
+    current = json.loads(json.dumps(config, default=str))
+    if resuming and path.exists():
+        saved = json.loads(path.read_text())
+        flat_saved, flat_now = _flatten(saved), _flatten(current)
+        changed = sorted(k for k in set(flat_saved) | set(flat_now) if flat_saved.get(k) != flat_now.get(k))
+        if changed:
+            raise InputError(f"the configuration differs from the interrupted run's in {', '.join(changed)}; resume "
+                             "with the same configuration (and --data, --epochs, --seed), or start afresh.")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(current, indent=1)))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def write_atomically(path: Path, write: Any) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: a crash
+    never leaves a half-written file under the final name."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train(config: dict[str, Any], out: str | Path, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train as configured and write ``result.h5mu``, ``model.keras``, ``history.csv``, ``latent.png``.
 
     Everything the run needs is checked before training: the output folder (writable,
-    no earlier run unless ``overwrite``), the data, the model and its callbacks, and the
-    label and colouring columns. Returns the paths written, the trained model, the
-    annotated data, timings and warnings (degenerate clusterings, also logged).
+    no earlier run unless ``overwrite`` or ``resume``), the data, the model and its
+    callbacks, and the label and colouring columns. While training, ``out/checkpoint``
+    holds the state after every epoch; ``resume`` continues an interrupted run from it
+    (same configuration), ending where an uninterrupted run ends. Outputs are written
+    under temporary names and renamed, then the checkpoint is removed. Returns the
+    paths written, the trained model, the annotated data, timings and warnings
+    (degenerate clusterings, also logged).
     """
-    from ..plotting import plot_latents
-
     out = Path(out)
     set_seed(config["seed"])
     with input_phase():
-        prepare_output(out, overwrite)
+        resuming = prepare_output(out, overwrite, resume)
+        check_resumed_config(out / CHECKPOINT, config, resuming)
         data = load_data(config["data"], seed=config["seed"])
         logger.info("data: %s", data)
         added = {f"cluster_{c.get('name')}" for c in config["model"]["components"]}  # written by training
@@ -121,15 +174,32 @@ def train(config: dict[str, Any], out: str | Path, overwrite: bool = False) -> d
         model.check_data(data)
         callbacks = _callbacks(config, out)
     started = time.perf_counter()
-    history = model.fit(
-        data,
-        epochs=config["training"]["epochs"],
-        batch_size=config["training"]["batch_size"],
-        validation_split=config["training"]["validation_split"],
-        callbacks=callbacks,
-        verbose=config["training"]["verbose"],
-    )
-    seconds = time.perf_counter() - started
+    try:
+        history = model.fit(
+            data,
+            epochs=config["training"]["epochs"],
+            batch_size=config["training"]["batch_size"],
+            validation_split=config["training"]["validation_split"],
+            callbacks=callbacks,
+            verbose=config["training"]["verbose"],
+            checkpoint=out / CHECKPOINT,
+            resume=resuming,
+        )
+        seconds = time.perf_counter() - started
+        result = _write_outputs(config, out, model, data, history, seconds)
+    except BaseException:
+        if (out / CHECKPOINT / FILENAME).exists():
+            logger.error("the run stopped; %s holds its state after the last finished epoch: continue it with "
+                         "`cavachon-like train ... --resume` and the same configuration.", out / CHECKPOINT)
+        raise
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    return result
+
+
+def _write_outputs(config: dict[str, Any], out: Path, model: CAVACHON, data: MultiModality,
+                   history: keras.callbacks.History, seconds: float) -> dict[str, Any]:
+    from ..plotting import plot_latents
+
     model.annotate(data)
     problems = {
         c: problem
@@ -145,15 +215,15 @@ def train(config: dict[str, Any], out: str | Path, overwrite: bool = False) -> d
         "history": out / "history.csv",
         "latent": out / "latent.png",
     }
-    data.write(paths["result"])
-    model.save(paths["model"])
-    pd.DataFrame(history.history).to_csv(paths["history"], index=False)
+    write_atomically(paths["result"], data.write)
+    write_atomically(paths["model"], model.save)
+    write_atomically(paths["history"], lambda tmp: pd.DataFrame(history.history).to_csv(tmp, index=False))
     color_by = list(config["output"]["color_by"])
     label = config["data"]["label_key"]
     if label and label not in color_by:
         color_by.append(label)
     figure = plot_latents(data, model.latent_names, color_by=color_by, method=config["output"]["embedding"],
                           seed=config["seed"], warnings=problems)
-    figure.savefig(paths["latent"], dpi=120, bbox_inches="tight")
+    write_atomically(paths["latent"], lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
     return {"paths": paths, "model": model, "data": data, "history": history, "train_seconds": seconds,
             "warnings": list(problems.values())}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -12,8 +13,8 @@ import tensorflow as tf
 from ..data import MultiModality
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
-from ..seed import set_seed
-from ..train import MODES, global_mean, merge_histories, training_plan
+from ..seed import seeded
+from ..train import MODES, FitProgress, global_mean, merge_histories, training_plan
 from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
@@ -66,7 +67,9 @@ class CAVACHON(keras.Model, MultimodalModel):
         mixture from randomly placed means (the paper), which on SNARE-seq used
         1-2 of 41 clusters.
     seed
-        Seeds weights and reparameterisation noise (see :func:`cavachon_like.set_seed`).
+        Seeds the model's own generators: initial weights, reparameterisation noise,
+        the mixture fit and the shuffling of cells. Global random number generators
+        are left as they were (:func:`cavachon_like.set_seed` seeds those).
     """
 
     def __init__(
@@ -82,8 +85,6 @@ class CAVACHON(keras.Model, MultimodalModel):
         super().__init__(**kwargs)
         if training not in MODES:
             raise ValueError(f"training must be one of {MODES}, got {training!r}.")
-        if seed is not None:
-            set_seed(seed)
         self.modality_specs = normalize_modalities(modalities)
         self.component_specs = [dict(c) for c in components]
         by_name = check_components(self.component_specs, self.modality_specs)
@@ -101,8 +102,9 @@ class CAVACHON(keras.Model, MultimodalModel):
         #: autoencoder pass, e.g. to compare gradients exactly across devices).
         self.sample_latent = True
         self.components: dict[str, Component] = {}
-        for i, name in enumerate(self.graph.order):
-            self.components[name] = self._make_component(name, by_name, None if seed is None else seed + i)
+        with seeded(seed):
+            for i, name in enumerate(self.graph.order):
+                self.components[name] = self._make_component(name, by_name, None if seed is None else seed + i)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.kl_trackers = {c: keras.metrics.Mean(name=f"{c}_kl") for c in self.graph.order}
         self.nll_trackers = {
@@ -336,7 +338,7 @@ class CAVACHON(keras.Model, MultimodalModel):
             keras.Model.compile(self, **kwargs)
 
     def make_dataset(self, data: Any, batch_size: int = 256, shuffle: bool = False, seed: int | None = None,
-                     indices: np.ndarray | None = None) -> tf.data.Dataset:
+                     indices: np.ndarray | None = None, order: tf.Variable | None = None) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of ``data`` encoded the way this model expects.
 
         Counts stay sparse per batch, except under a multi-replica strategy:
@@ -349,6 +351,7 @@ class CAVACHON(keras.Model, MultimodalModel):
             shuffle=shuffle,
             seed=(self.seed or 0) if seed is None else seed,
             indices=indices,
+            order=order,
             modalities=self.modality_names,
             batch_categories=self.batch_categories,
             sparse=self.distribute_strategy.num_replicas_in_sync == 1,
@@ -369,6 +372,8 @@ class CAVACHON(keras.Model, MultimodalModel):
         validation_split: float = 0.0,
         validation_data: Any = None,
         shuffle: bool = True,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
         **kwargs,
     ) -> keras.callbacks.History:
         """Train the model: stage by stage in topological order (or jointly).
@@ -382,18 +387,36 @@ class CAVACHON(keras.Model, MultimodalModel):
         ``EarlyStopping`` only watches the ELBO epochs, whose best weights it may
         restore. The returned History has one row per epoch of every stage, with
         ``stage`` and ``phase`` (``"pretrain"`` or ``"elbo"``) columns.
+
+        With ``checkpoint`` (a folder), the whole training state is written to
+        ``checkpoint/checkpoint.npz`` after every epoch; ``resume=True`` continues from
+        that file if it exists (a killed run loses at most the epoch in progress) and
+        ends with the weights an uninterrupted run would have, given the same seed,
+        data and arguments, which the checkpoint checks. Exact continuation needs a
+        :class:`~cavachon_like.data.MultiModality` as ``x``: for a ``tf.data.Dataset``
+        the cell order after resuming is the dataset's.
         """
         if y is not None:
             raise ValueError("CAVACHON is unsupervised; pass only `x`.")
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs the checkpoint folder of the run to continue.")
+        signature = {"stages": [c for stage in training_plan(self.graph.order, self.training_mode) for c in stage],
+                     "epochs": epochs, "pretrain_epochs": self.pretrain_epochs, "batch_size": batch_size,
+                     "progressive_epochs": self.progressive_epochs, "seed": self.seed, "shuffle": shuffle,
+                     "validation_split": validation_split,
+                     "cells": None if not isinstance(x, MultiModality) else int(x.n_obs)}
+        progress = FitProgress(checkpoint, signature, resume=resume)
         if isinstance(x, MultiModality):
             self.check_data(x)
+            x.check_training(validation_split, seed=self.seed or 0)
             self.adapt(x, only_new=True)
             train_idx = val_idx = None
             if validation_split:
                 train_idx, val_idx = x.split(validation_split, seed=self.seed or 0)
                 if validation_data is None:
                     validation_data = self.make_dataset(x, batch_size=batch_size, indices=val_idx)
-            x = self.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx)
+            x = self.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx,
+                                  order=progress.order)
         elif validation_split:
             raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
         unadapted = [f"{c}.{m}" for c, comp in self.components.items() for m, p in comp.preprocessors.items()
@@ -407,7 +430,8 @@ class CAVACHON(keras.Model, MultimodalModel):
         phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
         stages = []
         for stage in training_plan(self.graph.order, self.training_mode):
-            stages += fit_stage(self, stage, epochs, callbacks, phase_kwargs)
+            stages += fit_stage(self, stage, epochs, callbacks, phase_kwargs, progress)
+        progress.restore_model(self)  # a checkpoint of a finished fit: nothing was left to train
         self._set_active(self.graph.order)
         # Every stage starts with a fresh optimizer, so the last stage's slots are of no
         # further use; resetting keeps a saved model's optimizer consistent with all weights.
@@ -484,9 +508,4 @@ class CAVACHON(keras.Model, MultimodalModel):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CAVACHON:
-        # Loading must not reseed the session's global generators; weights come from the file.
-        config = dict(config)
-        seed = config.pop("seed", None)
-        model = cls(**config)
-        model.seed = seed
-        return model
+        return cls(**config)

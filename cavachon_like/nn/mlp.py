@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from ..seed import draw_seed
 from .sparse import sparse_dense_matmul
 
 
@@ -63,6 +64,8 @@ class MLP(keras.layers.Layer):
             for i in range(len(self.units))
         ]
         self.input_projections: list[keras.layers.Dense] = []
+        # The projections are made in build(), outside the model's seeded construction.
+        self.projection_seed = draw_seed()
 
     def build(self, inputs_shape: Sequence[Sequence[int | None]]) -> None:
         """Create one first-layer projection per input; ``inputs_shape`` lists their shapes.
@@ -70,7 +73,8 @@ class MLP(keras.layers.Layer):
         Keras passes the shapes of the ``inputs`` list of :meth:`call` on the first call.
         """
         self.input_projections = [
-            keras.layers.Dense(self.units[0], use_bias=False, name=f"dense_0_input_{i}")
+            keras.layers.Dense(self.units[0], use_bias=False, name=f"dense_0_input_{i}",
+                               kernel_initializer=keras.initializers.GlorotUniform(seed=self.projection_seed + i))
             for i in range(len(inputs_shape))
         ]
         for projection, shape in zip(self.input_projections, inputs_shape):

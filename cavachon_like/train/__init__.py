@@ -1,4 +1,5 @@
-"""Training: stage plans, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
+"""Training: stage plans, resumable progress, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
+from .checkpoint import FitProgress
 from .history import merge_histories
 from .kl_warmup import KLWarmup
 from .plan import MODES, training_plan
@@ -6,4 +7,4 @@ from .prior_init import fit_priors
 from .progressive import ProgressiveBlending
 from .scaling import global_mean
 
-__all__ = ["MODES", "KLWarmup", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "training_plan"]
+__all__ = ["MODES", "FitProgress", "KLWarmup", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "training_plan"]
