@@ -10,9 +10,10 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
-from .errors import InputError
+from .errors import DataWarning, InputError
 from .model.differential import DEFAULT_DELTA, DEFAULT_FDR
 
 
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("cavachon_like").setLevel(logging.INFO)
+    warnings.simplefilter("ignore", DataWarning)  # each is logged already
     if args.command == "analyze":
         return _analyze(args)
     from .config import load_config, train

@@ -1,4 +1,4 @@
-"""The package's own exception for bad input, told apart from bugs."""
+"""The package's own exception for bad input, told apart from bugs, and its data warning."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +9,12 @@ class InputError(ValueError):
     """A problem with what the user gave (data, configuration, options), found before any
     computation. The command line prints these plainly; anything else is a bug and keeps
     its traceback."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data worth a look that does not stop a run (cells without counts,
+    renamed features, cells lost to an inner join). Also logged, so the command line,
+    which shows the log, silences this category instead of printing each message twice."""
 
 
 @contextlib.contextmanager

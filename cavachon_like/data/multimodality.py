@@ -13,7 +13,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import DataWarning, InputError
 from .groups import cell_positions, name_examples
 from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
 from .qc import QCStep, from_config, library_size_report, library_size_warnings
@@ -373,9 +373,9 @@ class MultiModality(md.MuData):
 
 
 def _warn(message: str) -> None:
-    """A data warning, both logged and as a ``UserWarning`` (notebooks show one, logs keep the other)."""
+    """A data warning, both logged and as a :class:`DataWarning` (notebooks show one, logs keep the other)."""
     logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=3)
+    warnings.warn(message, DataWarning, stacklevel=3)
 
 
 def _smallest(x: Any) -> float:
