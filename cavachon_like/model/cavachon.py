@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from ..data import MultiModality
 from ..module import Component
 from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import seeded
-from ..train import MODES, FitProgress, global_mean, merge_histories, training_plan
+from ..train import MODES, global_mean
 from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
@@ -26,7 +25,7 @@ from .specs import (
     normalize_modalities,
     with_default_units,
 )
-from .stages import fit_stage
+from .stages import fit_model
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -398,45 +397,10 @@ class CAVACHON(keras.Model, MultimodalModel):
         """
         if y is not None:
             raise ValueError("CAVACHON is unsupervised; pass only `x`.")
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs the checkpoint folder of the run to continue.")
-        signature = {"stages": [c for stage in training_plan(self.graph.order, self.training_mode) for c in stage],
-                     "epochs": epochs, "pretrain_epochs": self.pretrain_epochs, "batch_size": batch_size,
-                     "progressive_epochs": self.progressive_epochs, "seed": self.seed, "shuffle": shuffle,
-                     "validation_split": validation_split,
-                     "cells": None if not isinstance(x, MultiModality) else int(x.n_obs)}
-        progress = FitProgress(checkpoint, signature, resume=resume)
-        if isinstance(x, MultiModality):
-            self.check_data(x)
-            x.check_training(validation_split, seed=self.seed or 0)
-            self.adapt(x, only_new=True)
-            train_idx = val_idx = None
-            if validation_split:
-                train_idx, val_idx = x.split(validation_split, seed=self.seed or 0)
-                if validation_data is None:
-                    validation_data = self.make_dataset(x, batch_size=batch_size, indices=val_idx)
-            x = self.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx,
-                                  order=progress.order)
-        elif validation_split:
-            raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
-        unadapted = [f"{c}.{m}" for c, comp in self.components.items() for m, p in comp.preprocessors.items()
-                     if not p.is_adapted]
-        if unadapted:
-            raise ValueError(f"the preprocessors of {unadapted} need data statistics (TF-IDF); call "
-                             "model.adapt(data) with the MultiModality before fitting on a tf.data.Dataset.")
-        if isinstance(validation_data, MultiModality):
-            validation_data = self.make_dataset(validation_data, batch_size=batch_size)
-        callbacks = list(callbacks or [])
-        phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
-        stages = []
-        for stage in training_plan(self.graph.order, self.training_mode):
-            stages += fit_stage(self, stage, epochs, callbacks, phase_kwargs, progress)
-        progress.restore_model(self)  # a checkpoint of a finished fit: nothing was left to train
-        self._set_active(self.graph.order)
-        # Every stage starts with a fresh optimizer, so the last stage's slots are of no
-        # further use; resetting keeps a saved model's optimizer consistent with all weights.
-        self._compile_stage()
-        self.history = merge_histories(stages)
+        self.history = fit_model(self, x, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                                 callbacks=list(callbacks or []), validation_split=validation_split,
+                                 validation_data=validation_data, shuffle=shuffle, checkpoint=checkpoint,
+                                 resume=resume, **kwargs)
         return self.history
 
     def adapt(self, data: Any, only_new: bool = False) -> None:

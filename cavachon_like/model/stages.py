@@ -1,12 +1,21 @@
-"""One training stage of CAVACHON: optional VaDE pre-training, the mixture fit, then the ELBO."""
+"""Training CAVACHON: stage by stage, each with optional VaDE pre-training, the mixture fit, then the ELBO."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 
-from ..train import FitProgress, KLWarmup, ProgressiveBlending, fit_priors
+from ..data import MultiModality
+from ..train import (
+    FitProgress,
+    KLWarmup,
+    ProgressiveBlending,
+    fit_priors,
+    merge_histories,
+    training_plan,
+)
 
 
 def pretrains(model: Any, stage: Sequence[str]) -> bool:
@@ -84,3 +93,46 @@ def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[ker
                   **phase_kwargs)
     phases.append((name, "elbo", progress.history(phase)))
     return phases
+
+
+def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, callbacks: list[keras.callbacks.Callback],
+              validation_split: float, validation_data: Any, shuffle: bool, checkpoint: str | Path | None,
+              resume: bool, **kwargs: Any) -> keras.callbacks.History:
+    """The body of :meth:`CAVACHON.fit <cavachon_like.CAVACHON.fit>`: datasets, stages, checkpoint."""
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint folder of the run to continue.")
+    signature = {"stages": [c for stage in training_plan(model.graph.order, model.training_mode) for c in stage],
+                 "epochs": epochs, "pretrain_epochs": model.pretrain_epochs, "batch_size": batch_size,
+                 "progressive_epochs": model.progressive_epochs, "seed": model.seed, "shuffle": shuffle,
+                 "validation_split": validation_split,
+                 "cells": None if not isinstance(x, MultiModality) else int(x.n_obs)}
+    progress = FitProgress(checkpoint, signature, resume=resume)
+    if isinstance(x, MultiModality):
+        model.check_data(x)
+        x.check_training(validation_split, seed=model.seed or 0)
+        model.adapt(x, only_new=True)
+        train_idx = val_idx = None
+        if validation_split:
+            train_idx, val_idx = x.split(validation_split, seed=model.seed or 0)
+            if validation_data is None:
+                validation_data = model.make_dataset(x, batch_size=batch_size, indices=val_idx)
+        x = model.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx, order=progress.order)
+    elif validation_split:
+        raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
+    unadapted = [f"{c}.{m}" for c, comp in model.components.items() for m, p in comp.preprocessors.items()
+                 if not p.is_adapted]
+    if unadapted:
+        raise ValueError(f"the preprocessors of {unadapted} need data statistics (TF-IDF); call "
+                         "model.adapt(data) with the MultiModality before fitting on a tf.data.Dataset.")
+    if isinstance(validation_data, MultiModality):
+        validation_data = model.make_dataset(validation_data, batch_size=batch_size)
+    phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
+    stages = []
+    for stage in training_plan(model.graph.order, model.training_mode):
+        stages += fit_stage(model, stage, epochs, callbacks, phase_kwargs, progress)
+    progress.restore_model(model)  # a checkpoint of a finished fit: nothing was left to train
+    model._set_active(model.graph.order)
+    # Every stage starts with a fresh optimizer, so the last stage's slots are of no
+    # further use; resetting keeps a saved model's optimizer consistent with all weights.
+    model._compile_stage()
+    return merge_histories(stages)
