@@ -6,6 +6,8 @@ because mixture priors hold learnable weights. Both are looked up by name in
 """
 from .bernoulli import Bernoulli
 from .bernoulli_depth import BernoulliDepth
+from .laplace import Laplace
+from .laplace_prior import LaplacePrior
 from .likelihood import LIKELIHOODS, Likelihood, get_likelihood, serialize_likelihood
 from .mixture_gaussian_prior import MixtureGaussianPrior
 from .negative_binomial import NegativeBinomial
@@ -20,6 +22,8 @@ __all__ = [
     "PRIORS",
     "Bernoulli",
     "BernoulliDepth",
+    "Laplace",
+    "LaplacePrior",
     "Likelihood",
     "MixtureGaussianPrior",
     "NegativeBinomial",

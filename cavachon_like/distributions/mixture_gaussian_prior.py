@@ -111,6 +111,13 @@ class MixtureGaussianPrior(Prior):
     def cluster_probabilities(self, z: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(self._log_joint(tf.cast(z, tf.float32)), axis=-1)
 
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        weights = np.asarray(self.mixture_weights, np.float64)
+        clusters = rng.choice(self.n_clusters, size=int(n), p=weights / weights.sum())
+        noise = rng.standard_normal((int(n), self.latent_dim))
+        means, variances = np.asarray(self.means), np.asarray(self.variances)
+        return (means[clusters] + np.sqrt(variances[clusters]) * noise).astype(np.float32)
+
     def initialize_from_samples(self, z: np.ndarray, seed: int | None = None) -> bool:
         """Set ``pi``, ``mu`` and ``var`` from a diagonal GMM fitted to latent samples ``z``.
 

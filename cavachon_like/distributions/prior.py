@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from .._registry import Registry, register_subclass
@@ -88,6 +89,11 @@ class Prior(keras.layers.Layer):
     def log_prob(self, z: tf.Tensor) -> tf.Tensor:
         """``log p(z)``, ``(B,)`` float32."""
         raise NotImplementedError
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` draws of ``z ~ p(z)``, ``(n, d)`` float32, from the NumPy generator ``rng``
+        (for predicting a modality from its parents, where z has no data to come from)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be sampled; implement `sample(n, rng)`.")
 
     def cluster_probabilities(self, z: tf.Tensor) -> tf.Tensor:
         """``p(c|z)``, ``(B, K)``; only mixture priors have clusters."""

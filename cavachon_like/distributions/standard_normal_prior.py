@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from .prior import PRIORS, Prior, diagonal_gaussian_kl, diagonal_gaussian_log_prob
@@ -26,6 +27,9 @@ class StandardNormalPrior(Prior):
     def log_prob(self, z: tf.Tensor) -> tf.Tensor:
         z = tf.cast(z, tf.float32)
         return diagonal_gaussian_log_prob(z, tf.zeros_like(z), tf.ones_like(z))
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal((int(n), self.latent_dim)).astype(np.float32)
 
 
 PRIORS.register("standard_normal", StandardNormalPrior)
