@@ -111,6 +111,36 @@ class MultimodalModel:
         likelihood. Shape samples x cells x features (dense)."""
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
+    def predict_modality(
+        self,
+        data: Any,
+        target: str,
+        library_size: float = 1e4,
+        n_samples: int = 25,
+        transform_batch: Any = None,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Decoded means of modality ``target`` predicted from the *other* modalities of each
+        cell (the cells need not have ``target``), normalised to ``library_size``, cells x
+        features. How a family predicts is its own (CAVACHON: through the DAG, from the
+        target's ancestors, with the target's latent drawn ``n_samples`` times from its
+        prior). ``transform_batch`` as in :meth:`get_normalized_expression`; needed when the
+        cells lack ``target`` and it has batch covariates."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def marginal_log_likelihood(
+        self,
+        data: Any,
+        n_samples: int = 100,
+        indices: Sequence[int] | np.ndarray | None = None,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """Importance-sampled ``log p(x)`` of each cell (nats, all modalities), with
+        ``n_samples`` posterior draws; its mean over held-out cells compares configurations."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
     def conditional_attribution(self, data: Any, latent: str, **kwargs: Any) -> pd.DataFrame:
         """How much ``latent``, beyond its parents, shapes each cell's decoded data.
 

@@ -18,6 +18,8 @@ from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
 from .graph import ComponentGraph
+from .marginal import marginal_log_likelihood
+from .prediction import predict_modality
 from .specs import (
     check_components,
     check_data,
@@ -446,6 +448,14 @@ class CAVACHON(keras.Model, MultimodalModel):
     def posterior_predictive_sample(self, data: Any, modality: str, **kwargs: Any) -> np.ndarray:
         """See :meth:`MultimodalModel.posterior_predictive_sample`."""
         return predictive_sample(self, data, modality, **kwargs)
+
+    def predict_modality(self, data: Any, target: str, **kwargs: Any) -> np.ndarray:
+        """Through the DAG, from ``target``'s ancestors: see :mod:`cavachon_like.model.prediction`."""
+        return predict_modality(self, data, target, **kwargs)
+
+    def marginal_log_likelihood(self, data: Any, **kwargs: Any) -> np.ndarray:
+        """See :mod:`cavachon_like.model.marginal`."""
+        return marginal_log_likelihood(self, data, **kwargs)
 
     def conditional_attribution(self, data: Any, latent: str, **kwargs: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Integrated-gradient attribution of ``latent`` beyond its parents (paper Eq. S6): see

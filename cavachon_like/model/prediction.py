@@ -1,0 +1,93 @@
+"""Cross-modal prediction through CAVACHON's DAG: a modality from the modalities of its ancestors.
+
+A child component's latent is ``z_hat = f_b([parents' z_hat; f_r(z)])`` (paper Eq. 2), and its
+prior ``p(z)`` does not depend on the parents. Without the child's own data, ``z`` therefore
+comes from that prior, and the prediction is the decoded mean averaged over prior draws of
+``z`` with the parents encoded from their data:
+``E[x_target | x_ancestors] = E_{z ~ p(z)}[mean(x_target | f_b([z_hat_parents; f_r(z)]))]``.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from .decoding import batch_codes
+
+
+def _known_batches(model: Any, target: str) -> np.ndarray:
+    """Every combination of the target's batch categories the model knows, as one-hot rows."""
+    columns = list(model.batch_categories[target].values())
+    if not columns:
+        return np.zeros((1, 0), np.float32)
+    rows = []
+    for combination in itertools.product(*(range(len(c)) for c in columns)):
+        rows.append(np.concatenate([np.eye(len(c), dtype=np.float32)[i] for c, i in zip(columns, combination)]))
+    return np.stack(rows)
+
+
+def _target_batches(model: Any, data: Any, target: str, transform_batch: Any) -> np.ndarray | None:
+    """One-hot batch rows for the target's decoder; ``None``: each cell's own (needs the target)."""
+    present = target in data.mod
+    if transform_batch is None and present:
+        return None
+    if transform_batch is None and not model.batch_categories[target]:
+        return np.zeros((1, 0), np.float32)
+    if transform_batch is None:
+        raise ValueError(f"the cells have no modality {target!r}, so its batch covariates "
+                         f"{list(model.batch_categories[target])} are unknown: pass transform_batch='all' "
+                         "(average over every batch the model knows) or {column: category}.")
+    if transform_batch == "all" and not present:
+        return _known_batches(model, target)
+    return batch_codes(model, data, target, transform_batch)
+
+
+def predict_modality(model: Any, data: Any, target: str, library_size: float = 1e4, n_samples: int = 25,
+                     transform_batch: Any = None, seed: int = 0, batch_size: int = 1024) -> np.ndarray:
+    """See :meth:`~cavachon_like.model.base.MultimodalModel.predict_modality`."""
+    if target not in model.modality_names:
+        raise KeyError(f"the model has no modality {target!r}; it has {model.modality_names}.")
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples}.")
+    component = model.graph.component_of(target)
+    if not model.graph.parents(component):
+        raise ValueError(f"modality {target!r} is decoded from component {component!r}, which has no parents: its "
+                         "latent comes only from its own data, so no other modality predicts it in this DAG. "
+                         "Train a model whose DAG makes it a child of the modalities you have.")
+    ancestors = [c for c in model.graph.order if c in model.graph.closure([component]) and c != component]
+    sources = [m for c in ancestors for m in model.graph.modalities(c)]
+    missing = [m for m in sources if m not in data.mod]
+    if missing:
+        raise ValueError(f"predicting {target!r} needs the modalities of its ancestors {ancestors}: the data lack "
+                         f"{missing}.")
+    for m in sources:
+        expected = int(model.modality_specs[m]["n_features"])
+        if data.mod[m].n_vars != expected:
+            raise ValueError(f"modality {m!r} has {data.mod[m].n_vars} features but the model was trained on "
+                             f"{expected}; apply the training run's QC first.")
+    codes = _target_batches(model, data, target, transform_batch)
+    module = model.components[component]
+    decoder, likelihood = module.decoders[target], module.likelihoods[target]
+    modalities = sources + ([target] if codes is None else [])
+    dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=modalities,
+                              batch_categories={m: model.batch_categories[m] for m in modalities})
+    rng = np.random.default_rng(seed)
+    parts = []
+    for inputs in dataset:
+        outputs: dict[str, dict[str, Any]] = {}
+        for name in ancestors:
+            layer = model.components[name]
+            parents = [outputs[p][layer.conditioned_on] for p in layer.parents]
+            outputs[name] = layer(inputs["x"], inputs["batch"], parents, sample=False, decode=False)
+        parents = [outputs[p][module.conditioned_on] for p in module.parents]
+        n = int(tf.shape(parents[0])[0])
+        rows = [inputs["batch"][target]] if codes is None else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes]
+        total = 0.0
+        for _ in range(int(n_samples)):
+            z = tf.constant(module.prior.sample(n, rng))
+            z_hat = module.hierarchical_encoder(z, parents)
+            total += tf.add_n([likelihood.normalized_mean(decoder(z_hat, row), library_size) for row in rows]) / len(rows)
+        parts.append(tf.cast(total / int(n_samples), tf.float32).numpy())
+    return np.concatenate(parts)
