@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run in --out from its last finished epoch (same config)")
 
+    predict = commands.add_parser("predict", help="predict a modality of a training run from the cells' others")
+    predict.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
+    predict.add_argument("--target", required=True, help="modality to predict (e.g. rna)")
+    predict.add_argument("--data", help="cells to predict for (.h5mu; default: the run's own cells)")
+    predict.add_argument("--out", help="output .h5mu (default: RUN_DIR/predicted_<target>.h5mu)")
+    predict.add_argument("--n-samples", type=int, default=25, help="draws of the target's latent (default 25)")
+    predict.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
+
     analyze = commands.add_parser("analyze", help="analyse a training run: tables (CSV) and figures (PNG)")
     analyze.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
     analyze.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
@@ -73,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore", DataWarning)  # each is logged already
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "predict":
+        return _predict(args)
     from .config import load_config, train
 
     overrides = {}
@@ -112,6 +122,23 @@ def _analyze(args: argparse.Namespace) -> int:
         print(path)
     return 0
 
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .analysis.prediction import predict_run
+    from .errors import input_phase
+
+    try:
+        with input_phase():
+            result = predict_run(args.run_dir, args.target, data_path=args.data, out=args.out,
+                                 n_samples=args.n_samples, seed=args.seed)
+    except InputError as error:
+        print(f"cavachon-like: error: {error}", file=sys.stderr)
+        return 2
+    print(f"predicted {args.target}: {result['path']} (layer 'predicted')")
+    if "median_r" in result:
+        print(f"median correlation with the observed {args.target} across features: {result['median_r']:.3f}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -79,3 +79,32 @@ def test_marginal_log_likelihood(data, trained):
     untrained = CAVACHON.from_data(data, COMPONENTS, seed=0, pretrain_epochs=0)
     untrained.adapt(data)
     assert many.mean() > untrained.marginal_log_likelihood(data, n_samples=30, indices=held_out).mean() + 50
+
+
+def test_cli_predict_writes_the_prediction(tmp_path, capsys):
+    import mudata
+    import yaml
+
+    from cavachon_like.cli import main
+    from cavachon_like.data import read_h5mu
+
+    config = {"seed": 0, "data": {"simulate": {"n_cells": 120, "n_atac": 40, "n_rna": 20, "n_batches": 2}},
+              "model": {"components": [dict(c, latent_dim=2) for c in COMPONENTS], "pretrain_epochs": 0},
+              "training": {"epochs": 1, "batch_size": 64, "verbose": 0}, "output": {"embedding": "pca"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "config.yaml"), "--out", str(run)]) == 0
+    assert main(["predict", str(run), "--target", "rna", "--n-samples", "2"]) == 0
+    assert "median correlation" in capsys.readouterr().out
+    predicted = read_h5mu(run / "predicted_rna.h5mu")
+    assert predicted.mod["rna"].layers["predicted"].shape == (120, 20)
+    # Cells without RNA: the prediction becomes the modality.
+    atac_only = MultiModality({"atac": read_h5mu(run / "result.h5mu").mod["atac"]})
+    atac_only.write(tmp_path / "atac.h5mu")
+    assert main(["predict", str(run), "--target", "rna", "--data", str(tmp_path / "atac.h5mu"),
+                 "--out", str(tmp_path / "p.h5mu")]) == 0
+    written = mudata.read_h5mu(tmp_path / "p.h5mu")  # decoded means: no likelihood recorded for rna
+    assert written.mod["rna"].shape == (120, 20) and np.isfinite(np.asarray(written.mod["rna"].X)).all()
+    capsys.readouterr()
+    assert main(["predict", str(run), "--target", "atac"]) == 2
+    assert "no parents" in capsys.readouterr().err

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -14,6 +13,7 @@ import keras
 import pandas as pd
 
 from ..analysis import degenerate_clustering
+from ..atomic import write_atomically
 from ..data import MultiModality, read_10x_multi, read_h5ad, read_h5mu, simulate
 from ..errors import InputError, input_phase
 from ..model import CAVACHON
@@ -132,19 +132,6 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
         return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
     return {prefix.rstrip("."): tree}
-
-
-def write_atomically(path: Path, write: Any) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: a crash
-    never leaves a half-written file under the final name."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train(config: dict[str, Any], out: str | Path, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:

@@ -15,8 +15,6 @@ with the same seed, data and settings it ends where an uninterrupted run ends.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..atomic import write_atomically
 from ..errors import InputError
 
 FILENAME = "checkpoint.npz"
@@ -178,17 +177,7 @@ class FitProgress:
         meta = {"format": FORMAT, "signature": self.signature, "position": self.position, "rows": self.rows,
                 "model": _paths(model.variables), "optimizer": _paths(optimizer), "early_stopping": states}
         arrays["meta"] = np.array(json.dumps(meta))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, lambda tmp: np.savez(tmp, **arrays))
 
     def callback(self, phase: int, initial_epoch: int,
                  callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.Callback:
