@@ -149,6 +149,7 @@ class CAVACHON(keras.Model, MultimodalModel):
             parents=parents,
             parent_dims=[int(by_name[p].get("latent_dim", DEFAULT_LATENT_DIM)) for p in parents],
             conditioned_on=spec.get("conditioned_on", "z_hat"),
+            posterior=spec.get("posterior", "concat"),
             prior=prior,
             encoder=spec.get("encoder"),
             decoder=spec.get("decoder"),

@@ -1,10 +1,14 @@
-"""Cross-modal prediction through CAVACHON's DAG: a modality from the modalities of its ancestors.
+"""Cross-modal prediction: a modality from the others, through CAVACHON's DAG or a product of experts.
 
 A child component's latent is ``z_hat = f_b([parents' z_hat; f_r(z)])`` (paper Eq. 2), and its
 prior ``p(z)`` does not depend on the parents. Without the child's own data, ``z`` therefore
 comes from that prior, and the prediction is the decoded mean averaged over prior draws of
 ``z`` with the parents encoded from their data:
 ``E[x_target | x_ancestors] = E_{z ~ p(z)}[mean(x_target | f_b([z_hat_parents; f_r(z)]))]``.
+
+A joint component with ``posterior: poe`` defines q(z | any subset of its modalities), so
+there ``z`` is drawn from the product of the experts of the modalities the cells have
+(and the parents, if any, enter as above).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ..nn import library_size, product_of_gaussians
 from .decoding import batch_codes
 
 
@@ -44,6 +49,18 @@ def _target_batches(model: Any, data: Any, target: str, transform_batch: Any) ->
     return batch_codes(model, data, target, transform_batch)
 
 
+def _experts_posterior(module: Any, modalities: list[str], inputs: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    """q(z | the given modalities) of a product-of-experts component: their experts times N(0, I)."""
+    means, variances = [], []
+    for m in modalities:
+        x = inputs["x"][m]
+        expert = module.encoder.experts[module.modalities.index(m)]
+        mean, var = expert([module.preprocessors[m](x, library_size(x))], inputs["batch"][m])
+        means.append(tf.cast(mean, tf.float32))
+        variances.append(tf.cast(var, tf.float32))
+    return product_of_gaussians(means, variances)
+
+
 def predict_modality(model: Any, data: Any, target: str, library_size: float = 1e4, n_samples: int = 25,
                      transform_batch: Any = None, seed: int = 0, batch_size: int = 1024) -> np.ndarray:
     """See :meth:`~cavachon_like.model.base.MultimodalModel.predict_modality`."""
@@ -52,12 +69,19 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
     if int(n_samples) < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples}.")
     component = model.graph.component_of(target)
-    if not model.graph.parents(component):
-        raise ValueError(f"modality {target!r} is decoded from component {component!r}, which has no parents: its "
-                         "latent comes only from its own data, so no other modality predicts it in this DAG. "
-                         "Train a model whose DAG makes it a child of the modalities you have.")
+    module = model.components[component]
+    # With a product of experts, the target's latent comes from the experts of the
+    # component's other modalities that the cells have; otherwise from its prior.
+    experts = ([m for m in model.graph.modalities(component) if m != target and m in data.mod]
+               if module.posterior == "poe" else [])
+    if not model.graph.parents(component) and not experts:
+        raise ValueError(f"modality {target!r} is decoded from component {component!r}, which has no parents"
+                         + (" and no other modality in the data" if module.posterior == "poe" else
+                            " and one encoder over all its modalities") +
+                         ": no other modality predicts it. Train a model whose DAG makes it a child of the "
+                         "modalities you have, or a joint component with posterior: poe.")
     ancestors = [c for c in model.graph.order if c in model.graph.closure([component]) and c != component]
-    sources = [m for c in ancestors for m in model.graph.modalities(c)]
+    sources = [m for c in ancestors for m in model.graph.modalities(c)] + experts
     missing = [m for m in sources if m not in data.mod]
     if missing:
         raise ValueError(f"predicting {target!r} needs the modalities of its ancestors {ancestors}: the data lack "
@@ -68,7 +92,6 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
             raise ValueError(f"modality {m!r} has {data.mod[m].n_vars} features but the model was trained on "
                              f"{expected}; apply the training run's QC first.")
     codes = _target_batches(model, data, target, transform_batch)
-    module = model.components[component]
     decoder, likelihood = module.decoders[target], module.likelihoods[target]
     modalities = sources + ([target] if codes is None else [])
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=modalities,
@@ -82,11 +105,16 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
             parents = [outputs[p][layer.conditioned_on] for p in layer.parents]
             outputs[name] = layer(inputs["x"], inputs["batch"], parents, sample=False, decode=False)
         parents = [outputs[p][module.conditioned_on] for p in module.parents]
-        n = int(tf.shape(parents[0])[0])
+        n = int(tf.shape(next(iter(inputs["batch"].values())))[0])
         rows = [inputs["batch"][target]] if codes is None else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes]
+        if experts:
+            mean, var = _experts_posterior(module, experts, inputs)
         total = 0.0
         for _ in range(int(n_samples)):
-            z = tf.constant(module.prior.sample(n, rng))
+            if experts:
+                z = mean + tf.sqrt(var) * tf.constant(rng.standard_normal((n, module.latent_dim)), tf.float32)
+            else:
+                z = tf.constant(module.prior.sample(n, rng))
             z_hat = module.hierarchical_encoder(z, parents)
             total += tf.add_n([likelihood.normalized_mean(decoder(z_hat, row), library_size) for row in rows]) / len(rows)
         parts.append(tf.cast(total / int(n_samples), tf.float32).numpy())

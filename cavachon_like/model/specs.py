@@ -13,6 +13,7 @@ COMPONENT_KEYS = {
     "parents",
     "latent_dim",
     "conditioned_on",
+    "posterior",
     "prior",
     "n_clusters",
     "encoder",

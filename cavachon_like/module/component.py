@@ -8,10 +8,19 @@ import keras
 import tensorflow as tf
 
 from ..distributions import PRIORS, StandardNormalPrior, get_likelihood
-from ..nn import DECODERS, ENCODERS, HIERARCHICAL_ENCODERS, PREPROCESSORS, library_size
+from ..nn import (
+    DECODERS,
+    ENCODERS,
+    HIERARCHICAL_ENCODERS,
+    PREPROCESSORS,
+    ProductOfExperts,
+    library_size,
+)
 from .spec import build_from_spec
 
 DEFAULT_LATENT_DIM = 20
+#: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
+POSTERIORS = ("concat", "poe")
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -43,6 +52,12 @@ class Component(keras.layers.Layer):
         Latent dimension of each parent.
     conditioned_on
         ``"z_hat"`` or ``"z"``: which latent of the parents this component uses.
+    posterior
+        How q(z|x) combines several modalities: ``"concat"`` (the paper: one encoder
+        over all of them) or ``"poe"`` (one encoder per modality, multiplied with a
+        N(0, I) prior expert, :class:`~cavachon_like.nn.ProductOfExperts`; defined for
+        any subset of the modalities, so one predicts the others). The encoder spec
+        applies to every expert.
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
@@ -59,6 +74,7 @@ class Component(keras.layers.Layer):
         parents: Sequence[str] = (),
         parent_dims: Sequence[int] = (),
         conditioned_on: str = "z_hat",
+        posterior: str = "concat",
         prior: str | dict | None = None,
         encoder: str | dict | None = None,
         decoder: str | dict | None = None,
@@ -70,6 +86,8 @@ class Component(keras.layers.Layer):
         super().__init__(**kwargs)
         if conditioned_on not in ("z_hat", "z"):
             raise ValueError(f"component {self.name!r}: conditioned_on must be 'z_hat' or 'z', got {conditioned_on!r}.")
+        if posterior not in POSTERIORS:
+            raise ValueError(f"component {self.name!r}: posterior must be one of {POSTERIORS}, got {posterior!r}.")
         if len(parents) != len(parent_dims):
             raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
         self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
@@ -77,6 +95,7 @@ class Component(keras.layers.Layer):
         self.parents = list(parents)
         self.parent_dims = [int(d) for d in parent_dims]
         self.conditioned_on = conditioned_on
+        self.posterior = posterior
         self.specs = {
             "prior": prior,
             "encoder": encoder,
@@ -92,7 +111,14 @@ class Component(keras.layers.Layer):
             )
             for m, lik in self.likelihoods.items()
         }
-        self.encoder = build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name="encoder")
+        if posterior == "poe":
+            self.encoder = ProductOfExperts(
+                [build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name=f"expert_{m}")
+                 for m in self.modality_specs],
+                name="encoder",
+            )
+        else:
+            self.encoder = build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name="encoder")
         self.hierarchical_encoder = build_from_spec(
             HIERARCHICAL_ENCODERS, hierarchical_encoder, "linear", latent_dim=self.latent_dim, name="hierarchical_encoder"
         )
@@ -158,7 +184,10 @@ class Component(keras.layers.Layer):
         latent = (None, self.latent_dim)
         for m in mods:
             self.preprocessors[m].build(x_shape[m])
-        self.encoder.build([x_shape[m] for m in mods], all_batch)
+        if self.posterior == "poe":
+            self.encoder.build([x_shape[m] for m in mods], [batch_shape[m] for m in mods])
+        else:
+            self.encoder.build([x_shape[m] for m in mods], all_batch)
         self.hierarchical_encoder.build(latent, list(parents_shape))
         self.prior.build(latent)
         for m in mods:
@@ -184,8 +213,10 @@ class Component(keras.layers.Layer):
         mods = self.modalities
         sizes = {m: library_size(x[m]) for m in mods}
         encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
-        all_batch = tf.concat([batch[m] for m in mods], axis=-1)
-        z_mean, z_var = self.encoder(encoded, all_batch)
+        if self.posterior == "poe":
+            z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods])
+        else:
+            z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
         if sample:
             if noise is None:
                 noise = keras.random.normal(tf.shape(z_mean), seed=self.noise)
@@ -235,6 +266,7 @@ class Component(keras.layers.Layer):
             "parents": self.parents,
             "parent_dims": self.parent_dims,
             "conditioned_on": self.conditioned_on,
+            "posterior": self.posterior,
             **self.specs,
             "seed": self.seed,
         }
