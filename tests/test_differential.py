@@ -45,12 +45,14 @@ def planted(n_cells: int = 1500, n_genes: int = 200, n_de: int = 30, seed: int =
 @pytest.fixture(scope="module")
 def de_run():
     data, truth = planted()
-    # DE is under test, not the clustering recipe: plain ELBO training, which recovered every planted
-    # gene at seeds 0-2 on the oldest and newest Keras alike (with pre-training, seed 0 collapsed on
-    # Keras < 3.7, whose data iterator orders epochs differently)
-    model = CAVACHON.from_data(data, [{"name": "rna", "modalities": ["rna"], **TINY}], seed=0, pretrain_epochs=0)
+    # DE is under test, not the clustering recipe, but the model must have learned the groups.
+    # Plain ELBO training from random mixture means (the paper) left the group out of the latent
+    # at model seeds 0 and 4 of 0-5 (nothing called); five epochs of VaDE's
+    # pre-training with its KL warm-up, then 15 of the ELBO, recovered every planted gene at
+    # seeds 0-5 on Keras 3.8 and 3.15 alike.
+    model = CAVACHON.from_data(data, [{"name": "rna", "modalities": ["rna"], **TINY}], seed=0, pretrain_epochs=5)
     model.compile(optimizer=keras.optimizers.Adam(5e-3))
-    model.fit(data, epochs=30, batch_size=64, verbose=0)
+    model.fit(data, epochs=15, batch_size=64, verbose=0)
     return model, data, truth
 
 
@@ -92,13 +94,13 @@ def test_normalized_expression_batches_and_samples(de_run):
 def test_posterior_predictive_sample(de_run):
     model, data, _ = de_run
     cells = np.arange(40)
-    counts = model.posterior_predictive_sample(data, "rna", indices=cells, n_samples=50, seed=1)
-    assert counts.shape == (50, 40, 200) and (counts >= 0).all() and np.array_equal(counts, np.round(counts))
+    counts = model.posterior_predictive_sample(data, "rna", indices=cells, n_samples=20, seed=1)
+    assert counts.shape == (20, 40, 200) and (counts >= 0).all() and np.array_equal(counts, np.round(counts))
     observed = data.mod["rna"].X[cells].toarray()
     # simulated and observed library sizes agree within the spread of the NB
     ratio = counts.sum(axis=2).mean(axis=0) / observed.sum(axis=1)
     assert 0.7 < np.median(ratio) < 1.4
-    np.testing.assert_array_equal(counts, model.posterior_predictive_sample(data, "rna", indices=cells, n_samples=50,
+    np.testing.assert_array_equal(counts, model.posterior_predictive_sample(data, "rna", indices=cells, n_samples=20,
                                                                             seed=1))
 
 
@@ -107,7 +109,8 @@ def test_differential_expression_calls_planted_genes(de_run):
     model, data, truth = de_run
     # The 4x changes shift every other gene's share of the counts by 0.2-0.35 log2 in the data
     # (composition), so the margin sits above that and far below the planted log2 4 = 2.
-    table = model.differential_expression(data, "rna", groupby="group", group_a="A", delta=0.6, seed=1)
+    # 50 draws (of the default 100): at model seeds 0-5 all 30 planted genes and no other are called
+    table = model.differential_expression(data, "rna", groupby="group", group_a="A", delta=0.6, seed=1, n_draws=50)
     planted_genes = truth[table.index] != 0
     called = table["is_de"]
     # recall and precision of the calls, each with margin below what a 4x change gives here
@@ -133,18 +136,19 @@ def test_differential_expression_calls_planted_genes(de_run):
     # the same seed gives the same numbers; the groups may come as masks or as a two-valued column
     groups = data.obs_column("group").to_numpy()
     again = model.differential_expression(data, "rna", group_a=groups == "A", group_b=groups == "B", delta=0.6,
-                                          seed=1)
+                                          seed=1, n_draws=50)
     pd.testing.assert_frame_equal(table, again.loc[table.index], check_exact=True)
-    two_valued = model.differential_expression(data, "rna", groupby="group", n_draws=20)
+    two_valued = model.differential_expression(data, "rna", groupby="group", n_draws=10)
     assert two_valued.attrs["group_a"] == "A" and two_valued.attrs["group_b"] == "B"
 
 
 def test_differential_expression_options(de_run):
     model, data, _ = de_run
-    # without a margin, prob_de is the probability of the more probable sign
-    sign = model.differential_expression(data, "rna", groupby="group", group_a="A", delta=0.0, n_draws=30)
+    # without a margin, prob_de is the probability of the more probable sign; 10 draws (the least
+    # allowed) call 200 and 30 of the 200 genes at model seeds 0-5, as 50 draws do
+    sign = model.differential_expression(data, "rna", groupby="group", group_a="A", delta=0.0, n_draws=10)
     assert (sign["prob_de"] >= 0.5).all()
-    strict = model.differential_expression(data, "rna", groupby="group", group_a="A", delta=1.0, n_draws=30)
+    strict = model.differential_expression(data, "rna", groupby="group", group_a="A", delta=1.0, n_draws=10)
     assert strict["is_de"].sum() <= sign["is_de"].sum()
     with pytest.raises(ValueError, match="delta"):
         model.differential_expression(data, "rna", groupby="group", group_a="A", delta=-1)
@@ -152,7 +156,7 @@ def test_differential_expression_options(de_run):
         model.differential_expression(data, "rna", groupby="group", group_a="A", fdr_target=0)
     with pytest.raises(ValueError, match="no modality 'atac'"):
         model.differential_expression(data, "atac", groupby="group", group_a="A")
-    table = one_vs_rest(model, data, "rna", "group", n_draws=20)
+    table = one_vs_rest(model, data, "rna", "group", n_draws=10)
     assert set(table["group"]) == {"A", "B"} and len(table) == 2 * data.mod["rna"].n_vars
 
 
