@@ -10,22 +10,14 @@ import keras
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from cavachon_like import CAVACHON, simulate
+from cavachon_like import CAVACHON
 from cavachon_like.analysis import degenerate_clustering
 
 
-def test_each_component_recovers_its_own_planted_clusters():
-    # Seed 11 places the three child states >= 1.6 apart (within-state SD 0.3); with seed 5 two
-    # of them lie 0.7 apart and no method separates them reliably.
-    data = simulate(n_cells=1500, n_batches=2, n_atac=1500, n_rna=200, n_parent_types=4, n_child_states=3, seed=11)
-    small = {"latent_dim": 4, "encoder": {"units": [64, 32]}, "decoder": {"units": [32, 64]}}
-    components = [
-        {"name": "atac", "modalities": ["atac"], "n_clusters": 4, **small},
-        {"name": "rna", "modalities": ["rna"], "parents": ["atac"], "n_clusters": 3, **small},
-    ]
-    model = CAVACHON.from_data(data, components, seed=0, pretrain_epochs=10, progressive_epochs=3)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    model.fit(data, epochs=30, batch_size=128, verbose=0)
+def test_each_component_recovers_its_own_planted_clusters(planted_factors_run):
+    # The run (tests/conftest.py): 4 parent types, 3 child states; K = 4 for atac, 3 for rna.
+    model, data = planted_factors_run
+    data = data.copy()  # annotate writes into it; tests/test_dag_semantics.py shares the run
     model.annotate(data)
     parent, child = data.obs["parent_type"], data.obs["child_state"]
     atac, rna = data.obs["cluster_atac"], data.obs["cluster_rna"]

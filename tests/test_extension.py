@@ -24,6 +24,9 @@ def test_plugin_classes_are_nameable_from_yaml(tmp_path, monkeypatch):
             "modalities": {"rna": {"likelihood": "lognormal", "batch_key": ["batch"]}},
         },
         "model": {
+            # The plugins are under test, not VaDE's pre-training (tests/test_clustering_recipe.py):
+            # without it each stage is one Keras fit instead of two.
+            "pretrain_epochs": 0,
             "components": [
                 {"name": "atac", "modalities": ["atac"], "latent_dim": 3, "encoder": {"units": [16]},
                  "decoder": {"units": [16]}},

@@ -40,16 +40,30 @@ def changed(before, after):
     return any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
-def test_sequential_training_freezes_everything_but_the_stage(small_data, small_components):
-    model = make_model(small_data, small_components, progressive_epochs=1)
+def train_sequential(data, components, seed):
+    """The sequential run the tests below share: two stages, the second blended in over one epoch."""
+    model = make_model(data, components, seed=seed, progressive_epochs=1)
     probe = WeightProbe()
-    history = model.fit(small_data, epochs=2, batch_size=64, callbacks=[probe], verbose=0)
-    assert [s for s in history.history["stage"]] == ["atac", "atac", "rna", "rna"]
-    assert history.history["epoch"] == [0, 1, 2, 3]
-    assert np.isfinite(history.history["loss"]).all()
+    history = model.fit(data, epochs=2, batch_size=64, callbacks=[probe], verbose=0)
+    return model, history, probe
+
+
+@pytest.fixture(scope="module")
+def sequential_run(small_data, small_components_spec):
+    # Each training stage is one keras fit, traced anew (seconds each): the tests that only need
+    # a trained model (outputs, save/load, same-seed reproducibility) share this one.
+    model, history, probe = train_sequential(small_data, small_components_spec, seed=7)
+    return model, history.history, probe, model.get_latent_representation(small_data)
+
+
+def test_sequential_training_freezes_everything_but_the_stage(sequential_run):
+    model, history, probe, _ = sequential_run
+    assert [s for s in history["stage"]] == ["atac", "atac", "rna", "rna"]
+    assert history["epoch"] == [0, 1, 2, 3]
+    assert np.isfinite(history["loss"]).all()
     # Stage metrics are per component and modality; the other stage's are NaN.
-    assert np.isnan(history.history["rna_nll"][:2]).all() and np.isfinite(history.history["rna_nll"][2:]).all()
-    assert np.isfinite(history.history["atac_kl"][:2]).all() and np.isnan(history.history["atac_kl"][2:]).all()
+    assert np.isnan(history["rna_nll"][:2]).all() and np.isfinite(history["rna_nll"][2:]).all()
+    assert np.isfinite(history["atac_kl"][:2]).all() and np.isnan(history["atac_kl"][2:]).all()
     first, second = probe.stages
     assert changed(first["begin"]["atac"], first["end"]["atac"])
     assert not changed(first["begin"]["rna"], first["end"]["rna"])
@@ -89,10 +103,9 @@ def test_validation_split_early_stopping_and_csv_logger(small_data, small_compon
     assert len(rows) == len(history.history["loss"])
 
 
-def test_annotate_writes_scverse_outputs(small_data, small_components):
+def test_annotate_writes_scverse_outputs(small_data, sequential_run):
     data = small_data.copy()  # annotate writes into it; keep the shared fixture clean
-    model = make_model(data, small_components)
-    model.fit(data, epochs=1, batch_size=64, verbose=0)
+    model = sequential_run[0]
     latents = model.annotate(data)
     n = data.n_obs
     for c in ("atac", "rna"):
@@ -106,10 +119,8 @@ def test_annotate_writes_scverse_outputs(small_data, small_components):
     np.testing.assert_array_equal(latents["z_atac"], data.obsm["z_atac"])
 
 
-def test_save_load_round_trip_gives_identical_latents(small_data, small_components, tmp_path):
-    model = make_model(small_data, small_components)
-    model.fit(small_data, epochs=1, batch_size=64, verbose=0)
-    before = model.get_latent_representation(small_data)
+def test_save_load_round_trip_gives_identical_latents(small_data, sequential_run, tmp_path):
+    model, _, _, before = sequential_run
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -122,12 +133,14 @@ def test_save_load_round_trip_gives_identical_latents(small_data, small_componen
     loaded.fit(small_data, epochs=1, batch_size=64, verbose=0)
 
 
-def test_same_seed_same_numbers_and_different_seed_differs(small_data, small_components):
-    runs = []
-    for seed in (7, 7, 8):
-        model = make_model(small_data, small_components, seed=seed)
-        history = model.fit(small_data, epochs=1, batch_size=64, verbose=0)
-        runs.append((history.history["loss"], model.get_latent_representation(small_data)["z_hat_rna"]))
+def test_same_seed_same_numbers_and_different_seed_differs(small_data, small_components_spec, sequential_run):
+    # The shared run (seed 7) is the first of the pair; other tests ran in between, which
+    # must not matter: the seed alone fixes the numbers.
+    _, history, _, latents = sequential_run
+    runs = [(history["loss"], latents["z_hat_rna"])]
+    for seed in (7, 8):
+        model, again, _ = train_sequential(small_data, small_components_spec, seed=seed)
+        runs.append((again.history["loss"], model.get_latent_representation(small_data)["z_hat_rna"]))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     assert not np.allclose(runs[0][1], runs[2][1])
