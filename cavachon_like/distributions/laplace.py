@@ -4,12 +4,12 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from .likelihood import Likelihood, float32_heads
+from .normal import Normal
 
 tfd = tfp.distributions
 
 
-class Laplace(Likelihood):
+class Laplace(Normal):
     """Independent Laplace per feature, for continuous (e.g. already normalised) data.
 
     ``p(x | loc, b) = exp(-|x - loc| / b) / (2 b)``: heavier tails than :class:`Normal`,
@@ -29,22 +29,10 @@ class Laplace(Likelihood):
     """
 
     alias = "laplace"
-    parameters = ("loc", "scale")
-    input_transform = "identity"
     support = "real"
-
-    def __init__(self, min_scale: float = 1e-4) -> None:
-        self.min_scale = float(min_scale)
-
-    def constrain(self, raw: dict[str, tf.Tensor], library_size: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        loc, scale = float32_heads(raw, self.parameters)
-        return {"loc": loc, "scale": tf.nn.softplus(scale) + self.min_scale}
 
     def distribution(self, params: dict[str, tf.Tensor]) -> tfd.Distribution:
         return tfd.Independent(tfd.Laplace(loc=params["loc"], scale=params["scale"]), reinterpreted_batch_ndims=1)
 
     def mean(self, params: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.identity(params["loc"])
-
-    def get_config(self) -> dict:
-        return {"min_scale": self.min_scale}
