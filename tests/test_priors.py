@@ -205,3 +205,47 @@ def test_mixture_trains_in_the_elbo_phase_after_pretraining(small_data, small_co
     model.fit(small_data, epochs=1, batch_size=128, verbose=0, callbacks=[Trainable()])
     pretrain, elbo = Trainable.phases
     assert "prior" not in pretrain and "prior" in elbo
+
+
+def _planted_posteriors(rng: np.random.Generator, n_per: int = 300, k: int = 4):
+    """Posteriors of cells from ``k`` well-separated groups: means, variances, group labels."""
+    centres = 6.0 * rng.normal(size=(k, D))
+    labels = np.repeat(np.arange(k), n_per)
+    mean = centres[labels] + rng.normal(size=(len(labels), D))
+    var = rng.uniform(0.05, 0.3, size=mean.shape)
+    return mean, var, labels
+
+
+def _mean_kl(prior: MixtureGaussianPrior, mean: np.ndarray, var: np.ndarray) -> float:
+    kl, _ = prior.kl_divergence(tf.constant(mean, tf.float32), tf.constant(var, tf.float32),
+                                tf.constant(mean, tf.float32))
+    return float(tf.reduce_mean(kl))
+
+
+def test_update_from_posteriors_moves_a_misplaced_mixture_onto_the_groups(rng):
+    """EM from means that split one group and merge two: the KL term falls and the groups come back."""
+    from sklearn.metrics import adjusted_rand_score
+
+    mean, var, labels = _planted_posteriors(rng)
+    layer = MixtureGaussianPrior(D, n_clusters=6, seed=0)
+    group_means = np.stack([mean[labels == g].mean(0) for g in range(4)])
+    start = np.concatenate([group_means[[0, 0]] + [[0.5] * D, [-0.5] * D],
+                            (group_means[[1]] + group_means[[2]]) / 2, group_means[[3]], 40 + group_means[[3]],
+                            -40 + group_means[[3]]])
+    layer.means.assign(start.astype(np.float32))
+    before = _mean_kl(layer, mean, var)
+    assert layer.update_from_posteriors(mean, var)
+    assert _mean_kl(layer, mean, var) < before - 1.0
+    clusters = np.asarray(layer.cluster_probabilities(tf.constant(mean, tf.float32))).argmax(1)
+    assert adjusted_rand_score(labels, clusters) > 0.9
+    # The two far-away components got no cells and kept their parameters.
+    np.testing.assert_allclose(layer.means.numpy()[4:], start[4:].astype(np.float32))
+    variances = layer.variances.numpy()
+    assert np.all(variances[:4] >= var.min())  # each covers its posteriors' own spread too
+
+
+def test_update_from_posteriors_is_a_no_op_for_priors_without_a_closed_form(rng):
+    mean, var, _ = _planted_posteriors(rng, n_per=5)
+    layer = StandardNormalPrior(D)
+    assert layer.update_from_posteriors(mean, var) is False
+    assert MixtureGaussianPrior(D, n_clusters=50).update_from_posteriors(mean, var) is False  # fewer cells than K

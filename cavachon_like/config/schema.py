@@ -30,6 +30,7 @@ SCHEMA: dict[str, Any] = {
         "training": ((str,), "sequential"),
         "progressive_epochs": ((int,), 5),
         "pretrain_epochs": ((int,), 10),
+        "prior_em_iterations": ((int,), 100),
         "components": ((list,), None),
     },
     "training": {

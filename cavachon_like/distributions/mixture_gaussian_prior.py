@@ -133,11 +133,56 @@ class MixtureGaussianPrior(Prior):
         gmm = GaussianMixture(
             self._n_clusters, covariance_type="diag", reg_covar=MIN_COMPONENT_VARIANCE, random_state=seed, max_iter=200
         ).fit(z)
-        variances = np.maximum(gmm.covariances_ - MIN_COMPONENT_VARIANCE, 1e-6)
-        self.mixture_logits.assign(np.log(np.maximum(gmm.weights_, 1e-8)).astype(np.float32))
-        self.means.assign(gmm.means_.astype(np.float32))
-        self.raw_variances.assign(np.log(np.expm1(variances)).astype(np.float32))
+        self._assign(gmm.weights_, gmm.means_, gmm.covariances_)
         return True
+
+    def update_from_posteriors(self, mean: Any, var: Any, max_iterations: int = 100) -> bool:
+        """EM on the posteriors: VaDE's ``gamma = p(c|z)`` at the posterior means, then ``pi, mu, var``.
+
+        Given ``gamma``, the KL term of :meth:`kl_divergence` is minimised in closed form
+        by ``pi_c = mean_i gamma_ic``, ``mu_c`` the gamma-weighted mean of the posterior
+        means and ``var_c`` the gamma-weighted mean of ``var_i + (mean_i - mu_c)^2``.
+        Gradient steps move the mixture slowly once the encoder has settled (on SNARE-seq
+        neighbouring components kept sharing cell types); alternating the two steps until
+        ``gamma`` stops changing moves it to where the posteriors are. Components that
+        lose all their cells keep their parameters.
+        """
+        mean = np.asarray(mean, dtype=np.float64)
+        var = np.asarray(var, dtype=np.float64)
+        if len(mean) < self._n_clusters:
+            return False
+        weights = np.asarray(self.mixture_weights, np.float64)
+        means, variances = np.asarray(self.means, np.float64), np.asarray(self.variances, np.float64)
+        second_moment = var + mean**2
+        gamma = None
+        for _ in range(int(max_iterations)):
+            # sum_d (m - mu)^2 / v as matrix products: (cells x K) memory, not cells x K x d.
+            precision = 1.0 / variances
+            squared = np.square(mean) @ precision.T - 2 * mean @ (means * precision).T + (means**2 * precision).sum(-1)
+            log_joint = np.log(np.maximum(weights, 1e-30)) - 0.5 * (np.log(2 * np.pi * variances).sum(-1) + squared)
+            new = np.exp(log_joint - log_joint.max(1, keepdims=True))
+            new /= new.sum(1, keepdims=True)
+            converged = gamma is not None and np.abs(new - gamma).max() < 1e-4
+            gamma = new
+            if converged:
+                break
+            mass = gamma.sum(0)
+            kept = mass > 1e-6 * len(mean)
+            weights = mass / mass.sum()
+            safe = np.maximum(mass, 1e-300)[:, None]
+            fitted_means = gamma.T @ mean / safe
+            fitted_variances = gamma.T @ second_moment / safe - fitted_means**2
+            means = np.where(kept[:, None], fitted_means, means)
+            variances = np.where(kept[:, None], np.maximum(fitted_variances, MIN_COMPONENT_VARIANCE), variances)
+        self._assign(weights, means, variances)
+        return True
+
+    def _assign(self, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> None:
+        """Set ``pi``, ``mu`` and ``var`` (floored at MIN_COMPONENT_VARIANCE) from arrays."""
+        raw = np.log(np.expm1(np.maximum(variances - MIN_COMPONENT_VARIANCE, 1e-6)))
+        self.mixture_logits.assign(np.log(np.maximum(weights, 1e-8)).astype(np.float32))
+        self.means.assign(np.asarray(means, np.float32))
+        self.raw_variances.assign(raw.astype(np.float32))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_clusters": self._n_clusters, "seed": self.seed}

@@ -107,6 +107,16 @@ class Prior(keras.layers.Layer):
         """
         return False
 
+    def update_from_posteriors(self, mean: Any, var: Any, max_iterations: int = 100) -> bool:
+        """Closed-form updates of the prior's parameters given cells' posteriors (cells x d each).
+
+        Called at the end of each training stage with the posteriors ``q(z|x)`` of the
+        training cells: the parameters that minimise the stage's KL term for those
+        posteriors, where such a closed form exists. Returns whether the prior changed;
+        priors without one keep the default (no-op).
+        """
+        return False
+
     @staticmethod
     def _posterior(mean: tf.Tensor, var: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The posterior in float32, with its variance floored for the logs."""

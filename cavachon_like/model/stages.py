@@ -1,4 +1,4 @@
-"""Training CAVACHON: stage by stage, each with optional VaDE pre-training, the mixture fit, then the ELBO."""
+"""Training CAVACHON: stage by stage, each with optional VaDE pre-training, the mixture fit, the ELBO, then EM of the priors."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ from ..data import MultiModality
 from ..train import (
     FitProgress,
     KLWarmup,
+    PriorUpdate,
     ProgressiveBlending,
     fit_priors,
     merge_histories,
@@ -52,6 +53,8 @@ def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[ker
     With a mixture prior and ``pretrain_epochs``, the stage pre-trains against N(0, I)
     with a KL warm-up and the prior frozen, fits the mixture to the latents, then
     trains the ELBO for ``epochs`` more; ``EarlyStopping`` sees only the ELBO phase.
+    The ELBO phase ends with ``prior_em_iterations`` of EM of the priors on the
+    training cells' posteriors (:class:`~cavachon_like.train.PriorUpdate`).
     Phases that ``progress`` (a resumed checkpoint) has finished are skipped.
     """
     model._set_active(stage)
@@ -89,8 +92,13 @@ def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[ker
     else:
         phase = progress.next_phase()
     if progress.status(phase) != "done":
-        fit_phase(model, progress, phase, callbacks + blending, epochs=start + epochs, initial_epoch=start,
-                  **phase_kwargs)
+        update = []
+        if model.prior_em_iterations:
+            def same_cells(phase: int = phase) -> None:  # the order of the mixture fit, resumed or not
+                progress.order.assign(progress.key(phase, -1))
+            update = [PriorUpdate(stage, phase_kwargs["x"], model.prior_em_iterations, before=same_cells)]
+        fit_phase(model, progress, phase, callbacks + blending + update, epochs=start + epochs,
+                  initial_epoch=start, **phase_kwargs)
     phases.append((name, "elbo", progress.history(phase)))
     return phases
 

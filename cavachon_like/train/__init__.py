@@ -3,8 +3,8 @@ from .checkpoint import FitProgress
 from .history import merge_histories
 from .kl_warmup import KLWarmup
 from .plan import MODES, training_plan
-from .prior_init import fit_priors
+from .prior_init import PriorUpdate, fit_priors
 from .progressive import ProgressiveBlending
 from .scaling import global_mean
 
-__all__ = ["MODES", "FitProgress", "KLWarmup", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "training_plan"]
+__all__ = ["MODES", "FitProgress", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "training_plan"]

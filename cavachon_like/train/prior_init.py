@@ -1,14 +1,35 @@
-"""Mixture priors fitted to the latents after pre-training (VaDE's initialisation)."""
+"""Mixture priors fitted to the latents: after pre-training (VaDE's initialisation) and after each stage."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+logger = logging.getLogger(__name__)
+
 #: Cells whose latents the GMM is fitted to; more adds time, not accuracy, for K <= 100.
 MAX_FIT_CELLS = 20_000
+
+
+def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset,
+               max_cells: int = MAX_FIT_CELLS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``(mean, var)`` of q(z|x) for each of ``components``, for the first ``max_cells`` cells of ``dataset``."""
+    means: dict[str, list[np.ndarray]] = {c: [] for c in components}
+    variances: dict[str, list[np.ndarray]] = {c: [] for c in components}
+    seen = 0
+    for batch in dataset:
+        outputs = model(batch, training=False, components=list(components), decode=False)
+        for c in components:
+            means[c].append(np.asarray(outputs[c]["z_mean"], dtype=np.float64))
+            variances[c].append(np.asarray(outputs[c]["z_var"], dtype=np.float64))
+        seen += len(means[components[0]][-1])
+        if seen >= max_cells:
+            break
+    return {c: (np.concatenate(means[c])[:max_cells], np.concatenate(variances[c])[:max_cells]) for c in components}
 
 
 def fit_priors(model: Any, components: Sequence[str], dataset: tf.data.Dataset, seed: int | None = 0,
@@ -22,16 +43,50 @@ def fit_priors(model: Any, components: Sequence[str], dataset: tf.data.Dataset, 
     term jumps by an order of magnitude when the ELBO phase starts.
     """
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {c: [] for c in components}
-    seen = 0
-    for batch in dataset:
-        outputs = model(batch, training=False, components=list(components), decode=False)
-        for c in components:
-            mean = np.asarray(outputs[c]["z_mean"], dtype=np.float64)
-            std = np.sqrt(np.asarray(outputs[c]["z_var"], dtype=np.float64))
-            samples[c].append(mean + std * rng.standard_normal(mean.shape))
-        seen += len(mean)
-        if seen >= max_cells:
-            break
-    for c in components:
-        model.components[c].prior.initialize_from_samples(np.concatenate(samples[c])[:max_cells], seed=seed)
+    for c, (mean, var) in posteriors(model, components, dataset, max_cells).items():
+        sample = mean + np.sqrt(var) * rng.standard_normal(mean.shape)
+        model.components[c].prior.initialize_from_samples(sample, seed=seed)
+
+
+class PriorUpdate(keras.callbacks.Callback):
+    """At the end of a phase, each prior's closed-form update for the training cells' posteriors.
+
+    Put it after ``EarlyStopping`` (which restores the best weights in ``on_train_end``)
+    and before the checkpoint recorder, so the update applies to the weights that are
+    kept and is saved with them. ``before`` (e.g. fixing the cell order) runs first.
+
+    Parameters
+    ----------
+    components
+        Names of the components whose priors are updated.
+    dataset
+        The training cells.
+    max_iterations
+        Passed to :meth:`~cavachon_like.distributions.Prior.update_from_posteriors`.
+    """
+
+    def __init__(self, components: Sequence[str], dataset: tf.data.Dataset, max_iterations: int,
+                 before: Callable[[], Any] | None = None, max_cells: int = MAX_FIT_CELLS) -> None:
+        super().__init__()
+        self.components = list(components)
+        self.dataset = dataset
+        self.max_iterations = int(max_iterations)
+        self.before = before
+        self.max_cells = max_cells
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.before is not None:
+            self.before()
+        for c, (mean, var) in posteriors(self.model, self.components, self.dataset, self.max_cells).items():
+            prior = self.model.components[c].prior
+            before = _mean_kl(prior, mean, var)
+            if prior.update_from_posteriors(mean, var, self.max_iterations):
+                logger.info("prior of %r updated from %d cells' posteriors: KL term %.3f -> %.3f per cell",
+                            c, len(mean), before, _mean_kl(prior, mean, var))
+
+
+def _mean_kl(prior: Any, mean: np.ndarray, var: np.ndarray) -> float:
+    """The stage's KL term at the posterior means, averaged over cells."""
+    kl, _ = prior.kl_divergence(tf.constant(mean, tf.float32), tf.constant(var, tf.float32),
+                                tf.constant(mean, tf.float32))
+    return float(tf.reduce_mean(kl))
