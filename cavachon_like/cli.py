@@ -2,25 +2,53 @@
 
 ``cavachon-like train CONFIG [--data PATH] [--out DIR] [--epochs N] [--seed S]`` trains a model;
 ``cavachon-like analyze RUN_DIR [options]`` adds clustering, metrics, attribution, differential
-analysis and GSEA tables and figures to the folder ``train`` wrote.
+analysis and GSEA tables and figures to the folder ``train`` wrote;
+``cavachon-like predict RUN_DIR --target M`` predicts a modality from the others.
+``--verbose`` (anywhere) shows TensorFlow's own log and debug messages.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+# Only TensorFlow-free modules at module level: --help and argument errors must answer at
+# once, and TensorFlow's C++ log level has to be set before it is first imported.
+from .defaults import DEFAULT_DELTA, DEFAULT_FDR
 from .errors import DataWarning, InputError
-from .model.differential import DEFAULT_DELTA, DEFAULT_FDR
+
+logger = logging.getLogger("cavachon_like")
+
+#: Lines TensorFlow's C++ side writes straight to stderr while it loads, which
+#: TF_CPP_MIN_LOG_LEVEL does not reach: absl's INFO/WARNING lines from static initialisers
+#: (oneDNN, "Could not find cuda drivers") and absl's note that logging is not initialised.
+#: absl's prefix is "I0000 00:00:1796196308.186971   14658 port.cc:153] " (the time is raw
+#: seconds until absl is initialised, hence the loose pattern).
+_TF_CHATTER = re.compile(r"^(?:[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+                         r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+#: CUDA's error on a machine with the CUDA libraries but no driver or GPU: expected, not an error there.
+_NO_GPU = re.compile(r"^E\d{4} [\d:.]+ +\d+ \S+:\d+\] failed call to cuInit")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cavachon-like", description=__doc__)
+    # --verbose is accepted before and after the subcommand. On the subcommands it defaults to
+    # SUPPRESS: a subparser's default would otherwise overwrite a --verbose given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's own log lines and debug messages")
+    parser = argparse.ArgumentParser(prog="cavachon-like", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", default=False,
+                        help="show TensorFlow's own log lines and debug messages")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a model from a YAML configuration")
+    train = commands.add_parser("train", parents=[common], help="train a model from a YAML configuration")
     train.add_argument("config", help="YAML file (see configs/ and the README's YAML reference)")
     train.add_argument("--data", help="data file (.h5mu) replacing the config's data source")
     train.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
@@ -31,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run in --out from its last finished epoch (same config)")
 
-    predict = commands.add_parser("predict", help="predict a modality of a training run from the cells' others")
+    predict = commands.add_parser("predict", parents=[common],
+                                  help="predict a modality of a training run from the cells' others")
     predict.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
     predict.add_argument("--target", required=True, help="modality to predict (e.g. rna)")
     predict.add_argument("--data", help="cells to predict for (.h5mu; default: the run's own cells)")
@@ -39,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--n-samples", type=int, default=25, help="draws of the target's latent (default 25)")
     predict.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
 
-    analyze = commands.add_parser("analyze", help="analyse a training run: tables (CSV) and figures (PNG)")
+    analyze = commands.add_parser("analyze", parents=[common],
+                                  help="analyse a training run: tables (CSV) and figures (PNG)")
     analyze.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
     analyze.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
     analyze.add_argument("--label-key", help="obs column of cell annotations (default: the run's data.label_key)")
@@ -70,15 +100,113 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    # Quiet TensorFlow's C++ start-up chatter; must happen before it is imported.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+class _Formatter(logging.Formatter):
+    """Progress and other INFO lines as plain sentences; warnings and errors say what and where."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO and not self.verbose:
+            return record.getMessage()
+        return super().format(record)
+
+
+@contextlib.contextmanager
+def _filtered_stderr() -> Iterator[None]:
+    """Drop TensorFlow's C++ start-up lines from whatever is written to stderr (fd 2) inside.
+
+    They are written by C++ code to the file descriptor, below Python's ``sys.stderr``, so
+    the descriptor is pointed at a temporary file meanwhile and the other lines (Python
+    warnings, real errors) are passed on afterwards. A failed cuInit becomes one log line.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr descriptor (e.g. a detached process): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if not _TF_CHATTER.match(line) and not _NO_GPU.match(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+            if any(_NO_GPU.match(line) for line in lines):
+                logger.info("no usable GPU (CUDA could not initialise); running on CPU")
+
+
+def _load_tensorflow(quiet: bool) -> None:
+    """Import TensorFlow and find its devices now, under :func:`_filtered_stderr` if ``quiet``.
+
+    Its C++ side logs while it loads and when it first looks for GPUs; doing both here keeps
+    those lines out of the command's output without touching the library.
+    """
+    if "tensorflow" in sys.modules:  # already loaded (e.g. main() called from a test): nothing to hide
+        return
+    with _filtered_stderr() if quiet else contextlib.nullcontext():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+def _configure(verbose: bool) -> None:
+    """Log level, log format, TensorFlow's verbosity and matplotlib's backend for one command."""
+    # Quiet TensorFlow's C++ logging below errors unless asked (or the user chose a level).
+    quiet = not verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     # The command line only writes figures to files; the library itself leaves the backend alone.
     os.environ.setdefault("MPLBACKEND", "Agg")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("cavachon_like").setLevel(logging.INFO)
+    handler = logging.StreamHandler()  # stderr: stdout keeps the command's results
+    handler.setFormatter(_Formatter(verbose))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])  # a no-op if logging is set up already
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     warnings.simplefilter("ignore", DataWarning)  # each is logged already
+    if not verbose:
+        # Notes to developers of code calling our dependencies (mudata's upcoming API change) and
+        # Keras's note that the optimizer in model.keras is not restored (analyze and predict do
+        # not train): nothing a command-line user can act on. --verbose shows them.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
+    _load_tensorflow(quiet)
+
+
+def _wrote(paths: Sequence[str | Path], report: Path | None = None) -> str:
+    """``wrote N files to DIR (report: ...)``: where a command's results went, in one line."""
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1:
+        return f"wrote {paths[0]}"
+    folder = Path(os.path.commonpath([p.parent for p in paths])) if paths else Path(".")
+    return f"wrote {len(paths)} files to {folder}" + (f" (report: {report})" if report is not None else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cavachon-like``.
+
+    Parameters
+    ----------
+    argv
+        Arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 2 for an input error found after parsing (one line on stderr).
+        Argument errors exit with code 2 from argparse before anything heavy is imported;
+        bugs keep their traceback.
+    """
+    args = _parser().parse_args(argv)
+    _configure(args.verbose)
     if args.command == "analyze":
         return _analyze(args)
     if args.command == "predict":
@@ -118,10 +246,11 @@ def _analyze(args: argparse.Namespace) -> int:
     except InputError as error:
         print(f"cavachon-like: error: {error}", file=sys.stderr)
         return 2
-    for path in written:
-        print(path)
+    for path in written:  # each file with --verbose; by default the one summary line below says enough
+        logger.debug("wrote %s", path)
+    report = next((p for p in written if Path(p).name == "report.html"), None)
+    print(_wrote(written, report))
     return 0
-
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -135,10 +264,11 @@ def _predict(args: argparse.Namespace) -> int:
     except InputError as error:
         print(f"cavachon-like: error: {error}", file=sys.stderr)
         return 2
-    print(f"predicted {args.target}: {result['path']} (layer 'predicted')")
     if "median_r" in result:
         print(f"median correlation with the observed {args.target} across features: {result['median_r']:.3f}")
+    print(f"{_wrote([result['path']])} (predicted {args.target} in layer 'predicted')")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import pandas as pd
 
 from ..errors import input_phase
 from ..model.differential import DEFAULT_DELTA, DEFAULT_FDR
+from ..progress import Steps, format_seconds
 from .attribution import attribution_by_cluster, top_attributed_features
 from .clustering import (
     DEFAULT_K,
@@ -194,8 +196,17 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
     labels = None if label is None else data.obs_column(label).astype(str).to_numpy()
     batch_column = next((k for m in model.modality_names for k in model.batch_keys(m)), None)
     batch = None if batch_column is None else data.obs_column(batch_column).astype(str).to_numpy()
+    # One progress line per step as it starts and as it ends (see cavachon_like.progress); the
+    # plan is known up front so each line can say "[i/n]".
+    clustered = [c for c in order if f"cluster_probabilities_{c}" in data.obsm]
+    attributed = list(model.attributable_latents) if options.attribution else []
+    groupby = options.groupby or options.label_key
+    compared = _compared(model, data, options, groupby) if groupby is not None else ([], [])
+    steps = Steps(3 + bool(clustered) + bool(attributed) + (groupby is not None), logger)
 
     # 1. clusters
+    if clustered:
+        steps.start(f"clusters of {', '.join('z_' + c for c in clustered)}")
     clusters: dict[str, np.ndarray] = {}
     problems: dict[str, str] = {}
     for c in order:
@@ -219,6 +230,7 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
                     and c in model.attributable_latents})
     if len(order) > 1:
         latents["z_" + "+".join(order)] = np.concatenate([data.obsm[f"z_{c}"] for c in order], axis=1)
+    steps.start(f"metrics and neighbourhoods of {len(latents)} latent spaces")
     rows, neighbourhoods = [], {}
     for name, latent in latents.items():
         own = name[len("z_"):] if name[len("z_"):] in clusters else None
@@ -243,6 +255,9 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
     # 3. conditional attribution of latents with parents
     titles: dict[str, str] = {}
     score_columns: dict[str, list[str]] = {c: [] for c in order}
+    if attributed:
+        steps.start(f"conditional attribution of {', '.join('z_' + c for c in attributed)} "
+                    f"({options.steps} integrated-gradient steps)")
     if options.attribution:
         for c in model.attributable_latents:
             section = f"Conditional attribution of z_{c}"
@@ -278,11 +293,14 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
                                  index=False)
 
     # 4. differential expression and gene set enrichment
-    groupby = options.groupby or options.label_key
     if groupby is not None:
+        n_groups = f"{len(compared[0])} group" + ("s" if len(compared[0]) != 1 else "")
+        steps.start(f"differential analysis ({n_groups} of {groupby}; {', '.join(compared[1])}"
+                    + ("; with GSEA)" if options.gene_sets else ")"))
         _differential(model, data, options, groupby, seed, report)
 
     # 5. latent plots coloured by cluster, label, batch and attribution
+    steps.start(f"{options.embedding.upper()} plots of {len(order)} latent spaces")
     for c in order:
         color_by = [k for k in (label, batch_column) if k is not None] + score_columns[c]
         report.figure("Latent embeddings", f"latent_{c}.png",
@@ -290,24 +308,35 @@ def analyze(model: Any, data: Any, out: str | Path, options: AnalysisOptions | N
                                    warnings={c: problems[c]} if c in problems else None),
                       f"z_{c} embedded with {options.embedding.upper()}, coloured by its clusters, "
                       + ", ".join(color_by))
+    steps.start("report.html")
     path = write_html_report(out / "report.html", f"cavachon_like analysis of {data.n_obs:,} cells",
                              list(report.sections.values()), warnings=report.warnings)
+    steps.finish()
     return report.written + [path]
+
+
+def _compared(model: Any, data: Any, options: AnalysisOptions, groupby: str) -> tuple[list[str], list[str]]:
+    """The groups and modalities the differential analysis compares (step 4 of :func:`analyze`)."""
+    values = data.obs_column(groupby).astype(str)
+    groups = list(options.groups) if options.groups else sorted(v for v in values.unique() if v != options.reference)
+    modalities = list(options.modalities) if options.modalities else [
+        m for m in model.modality_names if model.modality_support(m) == "counts"
+    ]
+    return groups, modalities
 
 
 def _differential(model: Any, data: Any, options: AnalysisOptions, groupby: str, seed: int, report: _Outputs) -> None:
     """Step 4 of :func:`analyze`: DE per group and modality, GSEA and over-representation."""
     from ..plotting import plot_pathways, plot_running_score, plot_volcano
 
-    values = data.obs_column(groupby).astype(str)
-    groups = list(options.groups) if options.groups else sorted(v for v in values.unique() if v != options.reference)
-    modalities = list(options.modalities) if options.modalities else [
-        m for m in model.modality_names if model.modality_support(m) == "counts"
-    ]
+    groups, modalities = _compared(model, data, options, groupby)
     summary = []
+    done, total = 0, len(groups) * len(modalities)
     for m in modalities:
         section = f"Differential expression: {m}"
         for group in groups:
+            done += 1
+            started = time.perf_counter()
             table = model.differential_expression(data, m, groupby=groupby, group_a=group, group_b=options.reference,
                                                   n_draws=options.n_draws, delta=options.delta,
                                                   fdr_target=options.fdr_target, seed=seed)
@@ -322,9 +351,12 @@ def _differential(model: Any, data: Any, options: AnalysisOptions, groupby: str,
                          f"{attrs['delta']:g}, calls at expected FDR {attrs['fdr_target']:g}; means in "
                          f"{attrs['units']}")
             report.figure(section, f"volcano_{stem}.png", plot_volcano(table), f"volcano plot, {group} vs {versus}")
-            logger.info("differential %s %s: %d up, %d down", m, group, attrs["n_up"], attrs["n_down"])
+            # one line per comparison, so a long step shows it is moving and how fast
+            logger.info("  (%d/%d) %s %s: %d up, %d down, %s", done, total, m, group, attrs["n_up"], attrs["n_down"],
+                        format_seconds(time.perf_counter() - started))
             if options.gene_sets is None:
                 continue
+            started = time.perf_counter()
             try:
                 enrichment = gsea(table, options.gene_sets, upper_case=options.upper_case,
                                   permutations=options.permutations, seed=seed)
@@ -348,6 +380,8 @@ def _differential(model: Any, data: Any, options: AnalysisOptions, groupby: str,
             report.table(gsea_section, f"ora_{stem}.csv", ora,
                          f"over-representation of the up and down calls of {group} (hypergeometric, background: "
                          "every tested gene)", index=False)
+            logger.info("  (%d/%d) %s %s: GSEA and over-representation, %s", done, total, m, group,
+                        format_seconds(time.perf_counter() - started))
     if summary:
         report.table(f"Differential expression: {modalities[0]}", "de_summary.csv", pd.DataFrame(summary),
                      "calls per comparison", index=False)
@@ -358,6 +392,8 @@ def analyze_run(run_dir: str | Path, out: str | Path | None = None, options: Ana
 
     The run's ``label_key`` and seed are the defaults for ``options``.
     """
+    steps = Steps(None, logger)  # unnumbered: analyze()'s plan depends on the model it loads
+    steps.start(f"reading {Path(run_dir) / 'result.h5mu'} and model.keras")
     with input_phase():
         model, data, config = load_run(run_dir)
         options = options or AnalysisOptions()
@@ -366,4 +402,5 @@ def analyze_run(run_dir: str | Path, out: str | Path | None = None, options: Ana
         if options.seed is None:
             options.seed = config.get("seed", 0)
         _check(model, data, options)
+    steps.finish()
     return analyze(model, data, Path(run_dir) / "analysis" if out is None else out, options)

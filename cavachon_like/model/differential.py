@@ -17,13 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data.groups import resolve_groups
+from ..defaults import DEFAULT_DELTA, DEFAULT_FDR
 
-#: Log2 fold-change margin: changes smaller than ~19% are not differential. It keeps
-#: the small compositional shifts of a softmax decoder (every gene moves a little
-#: when a few move a lot) from being called, and is scvi-tools' default.
-DEFAULT_DELTA = 0.25
-#: Posterior expected false discovery rate of the list of calls.
-DEFAULT_FDR = 0.05
 #: Decoded values held in memory at once (cells x features), about 256 MB of float32.
 _CHUNK_VALUES = 64_000_000
 
