@@ -1,13 +1,24 @@
-"""Data layer: modalities, paired multi-modal data, readers, QC, tf.data pipelines, simulation.
+"""Data layer: modalities, paired multi-modal data, readers, QC, genomic bins, tf.data pipelines, simulation.
 
 ``MultiModality.to_dataset`` imports TensorFlow on first use, so reading files and
 running QC stay light.
 """
+from .genome import (
+    align_bins,
+    attach_gene_coordinates,
+    bin_counts,
+    chromosome_boundaries,
+    coordinates,
+    parse_coordinates,
+    read_gene_table,
+    read_intervals,
+)
 from .groups import cell_positions, resolve_groups
 from .modality import UNS_KEY, Modality
 from .multimodality import MultiModality
 from .qc import (
     PAPER_QC,
+    BinGenome,
     FilterCells,
     FilterCellsByFraction,
     FilterFeatures,
@@ -31,18 +42,27 @@ __all__ = [
     "PAPER_QC",
     "SUPPORTS",
     "UNS_KEY",
+    "BinGenome",
     "FilterCells",
     "FilterCellsByFraction",
     "FilterFeatures",
     "Modality",
     "MultiModality",
     "QCStep",
+    "align_bins",
+    "attach_gene_coordinates",
+    "bin_counts",
     "cell_positions",
+    "chromosome_boundaries",
+    "coordinates",
     "from_config",
+    "parse_coordinates",
     "read_10x",
     "read_10x_multi",
+    "read_gene_table",
     "read_h5ad",
     "read_h5mu",
+    "read_intervals",
     "register_support",
     "resolve_groups",
     "simulate",

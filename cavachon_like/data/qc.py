@@ -11,18 +11,20 @@ Steps can be listed in YAML and built with :func:`from_config`::
     qc:
       - {step: filter_cells, modality: rna, min_features: 20}
       - {step: filter_features, modality: atac, min_cells: 5, max_cells_fraction: 0.1}
+      - {step: bin_genome, modality: atac, bin_size: 10000, top_bins: 25000}
 """
 from __future__ import annotations
 
 import inspect
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .._registry import Registry, register_subclass
+from . import genome
 from .groups import name_examples
 from .modality import UNS_KEY
 
@@ -247,6 +249,42 @@ class FilterFeatures(QCStep):
             if self.max_cells_fraction is not None:
                 keep &= n_cells <= self.max_cells_fraction * x.shape[0]
         return keep
+
+
+class BinGenome(QCStep):
+    """Sum counts into fixed-width genomic bins shared by modalities, as channels (paper 004).
+
+    Unlike the filters this replaces the modalities' features by bins; the logic, its
+    conventions and the parameters are those of
+    :func:`cavachon_like.data.genome.bin_multimodality`. ``modality`` may be a list, e.g.
+    ``{step: bin_genome, modality: [atac, rna], gene_table: mm10_genes.tsv.gz, genes: rna}``.
+    """
+
+    alias = "bin_genome"
+
+    def __init__(self, modality: str | Sequence[str], bin_size: int = 10_000, top_bins: int | None = None,
+                 blacklist: str | None = None, gene_table: str | None = None, genes: str | Sequence[str] | None = None,
+                 gene_anchor: str = "tss", likelihood: str | None = None, drop_unplaced: bool = False) -> None:
+        names = [modality] if isinstance(modality, str) else modality
+        if not isinstance(names, Sequence) or not names:
+            raise ValueError(f"{self.alias}: modality must be a modality name or a list of them, got {modality!r}.")
+        for name in names:
+            super().__init__(name)  # checks each name
+        _check_count(self.alias, "bin_size", bin_size)
+        _check_count(self.alias, "top_bins", top_bins)
+        if not bin_size or (top_bins is not None and not top_bins):
+            raise ValueError(f"{self.alias}: bin_size and top_bins must be positive, got {bin_size!r}, {top_bins!r}.")
+        if gene_anchor not in genome.GENE_ANCHORS:
+            raise ValueError(f"{self.alias}: gene_anchor must be one of {genome.GENE_ANCHORS}, got {gene_anchor!r}.")
+        self.modality = modality if isinstance(modality, str) else list(modality)
+        self.bin_size, self.top_bins, self.blacklist = bin_size, top_bins, blacklist
+        self.gene_table, self.genes, self.gene_anchor = gene_table, genes, gene_anchor
+        self.likelihood, self.drop_unplaced = likelihood, drop_unplaced
+
+    def __call__(self, mm: MultiModality) -> MultiModality:
+        config = self.get_config()
+        del config["step"]
+        return genome.bin_multimodality(mm, modalities=config.pop("modality"), **config)
 
 
 #: A cell's library size (its total count in one modality) is *extreme* when it is above
