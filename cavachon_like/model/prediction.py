@@ -1,4 +1,4 @@
-"""Cross-modal prediction: a modality from the others, through CAVACHON's DAG or a product of experts.
+"""Cross-modal prediction: a modality from the others, through CAVACHON's DAG or a component's experts.
 
 A child component's latent is ``z_hat = f_b([parents' z_hat; f_r(z)])`` (paper Eq. 2), and its
 prior ``p(z)`` does not depend on the parents. Without the child's own data, ``z`` therefore
@@ -6,9 +6,9 @@ comes from that prior, and the prediction is the decoded mean averaged over prio
 ``z`` with the parents encoded from their data:
 ``E[x_target | x_ancestors] = E_{z ~ p(z)}[mean(x_target | f_b([z_hat_parents; f_r(z)]))]``.
 
-A joint component with ``posterior: poe`` defines q(z | any subset of its modalities), so
-there ``z`` is drawn from the product of the experts of the modalities the cells have
-(and the parents, if any, enter as above).
+A joint component with ``posterior: poe`` or ``moe`` defines q(z | any subset of its
+modalities), so there ``z`` is drawn from the product (poe) or the mixture (moe) of the
+experts of the modalities the cells have (and the parents, if any, enter as above).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ..nn import library_size, product_of_gaussians
+from ..nn import library_size
 from .decoding import batch_codes
 
 
@@ -49,8 +49,9 @@ def _target_batches(model: Any, data: Any, target: str, transform_batch: Any) ->
     return batch_codes(model, data, target, transform_batch)
 
 
-def _experts_posterior(module: Any, modalities: list[str], inputs: dict) -> tuple[tf.Tensor, tf.Tensor]:
-    """q(z | the given modalities) of a product-of-experts component: their experts times N(0, I)."""
+def _experts_posterior(module: Any, modalities: list[str], inputs: dict) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+    """The experts of the given modalities: means and variances, which ``module.encoder.sample`` combines
+    (a product with N(0, I) for ``poe``, a mixture for ``moe``)."""
     means, variances = [], []
     for m in modalities:
         x = inputs["x"][m]
@@ -58,7 +59,7 @@ def _experts_posterior(module: Any, modalities: list[str], inputs: dict) -> tupl
         mean, var = expert([module.preprocessors[m](x, library_size(x))], inputs["batch"][m])
         means.append(tf.cast(mean, tf.float32))
         variances.append(tf.cast(var, tf.float32))
-    return product_of_gaussians(means, variances)
+    return means, variances
 
 
 def predict_modality(model: Any, data: Any, target: str, library_size: float = 1e4, n_samples: int = 25,
@@ -70,16 +71,16 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
         raise ValueError(f"n_samples must be a positive integer, got {n_samples}.")
     component = model.graph.component_of(target)
     module = model.components[component]
-    # With a product of experts, the target's latent comes from the experts of the
+    # With experts (poe, moe), the target's latent comes from the experts of the
     # component's other modalities that the cells have; otherwise from its prior.
     experts = ([m for m in model.graph.modalities(component) if m != target and m in data.mod]
-               if module.posterior == "poe" else [])
+               if module.has_experts else [])
     if not model.graph.parents(component) and not experts:
         raise ValueError(f"modality {target!r} is decoded from component {component!r}, which has no parents"
-                         + (" and no other modality in the data" if module.posterior == "poe" else
+                         + (" and no other modality in the data" if module.has_experts else
                             " and one encoder over all its modalities") +
                          ": no other modality predicts it. Train a model whose DAG makes it a child of the "
-                         "modalities you have, or a joint component with posterior: poe.")
+                         "modalities you have, or a joint component with posterior: poe or moe.")
     ancestors = [c for c in model.graph.order if c in model.graph.closure([component]) and c != component]
     sources = [m for c in ancestors for m in model.graph.modalities(c)] + experts
     missing = [m for m in sources if m not in data.mod]
@@ -108,11 +109,11 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
         n = int(tf.shape(next(iter(inputs["batch"].values())))[0])
         rows = [inputs["batch"][target]] if codes is None else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes]
         if experts:
-            mean, var = _experts_posterior(module, experts, inputs)
+            means, variances = _experts_posterior(module, experts, inputs)
         total = 0.0
         for _ in range(int(n_samples)):
             if experts:
-                z = mean + tf.sqrt(var) * tf.constant(rng.standard_normal((n, module.latent_dim)), tf.float32)
+                z = module.encoder.sample(means, variances, rng)
             else:
                 z = tf.constant(module.prior.sample(n, rng))
             z_hat = module.hierarchical_encoder(z, parents)

@@ -13,14 +13,18 @@ from ..nn import (
     ENCODERS,
     HIERARCHICAL_ENCODERS,
     PREPROCESSORS,
+    MixtureOfExperts,
     ProductOfExperts,
     library_size,
+    log_mixture_density,
 )
 from .spec import build_from_spec
 
 DEFAULT_LATENT_DIM = 20
 #: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
-POSTERIORS = ("concat", "poe")
+POSTERIORS = ("concat", "poe", "moe")
+#: The posteriors built from one encoder (expert) per modality.
+EXPERT_POSTERIORS = {"poe": ProductOfExperts, "moe": MixtureOfExperts}
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -56,7 +60,10 @@ class Component(keras.layers.Layer):
         How q(z|x) combines several modalities: ``"concat"`` (the paper: one encoder
         over all of them) or ``"poe"`` (one encoder per modality, multiplied with a
         N(0, I) prior expert, :class:`~cavachon_like.nn.ProductOfExperts`; defined for
-        any subset of the modalities, so one predicts the others). The encoder spec
+        any subset of the modalities, so one predicts the others) or ``"moe"`` (the
+        same experts mixed with equal weights, :class:`~cavachon_like.nn.MixtureOfExperts`,
+        trained with scMM's stratified ELBO: one sample per expert decodes every
+        modality, so each modality learns to reconstruct the others). The encoder spec
         applies to every expert.
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
@@ -111,8 +118,8 @@ class Component(keras.layers.Layer):
             )
             for m, lik in self.likelihoods.items()
         }
-        if posterior == "poe":
-            self.encoder = ProductOfExperts(
+        if posterior in EXPERT_POSTERIORS:
+            self.encoder = EXPERT_POSTERIORS[posterior](
                 [build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name=f"expert_{m}")
                  for m in self.modality_specs],
                 name="encoder",
@@ -141,6 +148,11 @@ class Component(keras.layers.Layer):
     @property
     def modalities(self) -> list[str]:
         return list(self.modality_specs)
+
+    @property
+    def has_experts(self) -> bool:
+        """Whether q(z|x) is built from one encoder per modality (defined for any subset of them)."""
+        return self.posterior in EXPERT_POSTERIORS
 
     def build_shapes(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`build` that the modality specs and parents imply.
@@ -184,7 +196,7 @@ class Component(keras.layers.Layer):
         latent = (None, self.latent_dim)
         for m in mods:
             self.preprocessors[m].build(x_shape[m])
-        if self.posterior == "poe":
+        if self.has_experts:
             self.encoder.build([x_shape[m] for m in mods], [batch_shape[m] for m in mods])
         else:
             self.encoder.build([x_shape[m] for m in mods], all_batch)
@@ -213,7 +225,9 @@ class Component(keras.layers.Layer):
         mods = self.modalities
         sizes = {m: library_size(x[m]) for m in mods}
         encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
-        if self.posterior == "poe":
+        if self.posterior == "moe" and sample and noise is None:
+            return self._stratified(x, batch, parents, encoded, sizes, decode)
+        if self.has_experts:
             z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods])
         else:
             z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
@@ -228,6 +242,34 @@ class Component(keras.layers.Layer):
         if decode:
             outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in mods}
             outputs["library_size"] = sizes
+        return outputs
+
+    def _stratified(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
+                    encoded: list[tf.Tensor], sizes: Mapping[str, tf.Tensor], decode: bool) -> dict[str, Any]:
+        """The training pass of a mixture of experts: one sample per expert (stratified sampling,
+        paper 003 Eq. 2), each decoded into every modality.
+
+        The experts' samples are stacked along the batch axis (M * B rows, expert-major), so
+        the hierarchical encoder and decoders run once. ``z``/``z_hat`` for the children are
+        one expert's sample per cell, picked uniformly: a draw of the mixture.
+        """
+        mods = self.modalities
+        means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
+        n_experts = len(means)
+        mean_stack, var_stack = tf.stack(means), tf.stack(variances)
+        noise = keras.random.normal(tf.shape(mean_stack), seed=self.noise)
+        z_stack = mean_stack + tf.sqrt(var_stack) * tf.cast(noise, mean_stack.dtype)  # (M, B, d)
+        n = tf.shape(mean_stack)[1]
+        flat = tf.reshape(z_stack, [-1, self.latent_dim])
+        z_hat_flat = self.hierarchical_encoder(flat, [tf.tile(p, [n_experts, 1]) for p in parents])
+        pick = keras.random.randint(tf.reshape(n, [1]), 0, n_experts, seed=self.noise)
+        rows = pick * n + tf.range(n)
+        z_mean, z_var = self.encoder.combine(means, variances)
+        outputs = {"z_mean": z_mean, "z_var": z_var, "z": tf.gather(flat, rows), "z_hat": tf.gather(z_hat_flat, rows),
+                   "experts": {"mean": mean_stack, "var": var_stack, "z": z_stack}}
+        if decode:
+            outputs["raw"] = {m: self.decoders[m](z_hat_flat, tf.tile(batch[m], [n_experts, 1])) for m in mods}
+            outputs["library_size"] = {m: tf.tile(sizes[m], [n_experts, 1]) for m in mods}
         return outputs
 
     def parameters_of(self, outputs: Mapping[str, Any]) -> dict[str, dict[str, tf.Tensor]]:
@@ -251,12 +293,32 @@ class Component(keras.layers.Layer):
         """
         params = self.parameters_of(outputs)
         prior = self.pretrain_prior if pretrain else self.prior
+        if "experts" in outputs:
+            return self._stratified_terms(x, outputs["experts"], params, prior)
         kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
         nll = {
             m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]), params[m])
             for m in self.modalities
         }
         return {"kl": kl, "nll": nll}
+
+    def _stratified_terms(self, x: Mapping[str, Any], experts: Mapping[str, tf.Tensor],
+                          params: Mapping[str, Mapping[str, tf.Tensor]], prior: Any) -> dict[str, Any]:
+        """Paper 003 Eq. 2 per cell: the mean over experts m of ``-log p(x | z_m)`` and of
+        ``log q(z_m | x) - log p(z_m)``, ``q`` the mixture: a one-sample estimate of its KL,
+        which has no closed form."""
+        n_experts = int(experts["z"].shape[0])
+        nll = {}
+        for m in self.modalities:
+            lik = self.likelihoods[m]
+            target = x[m] if lik.accepts_sparse else _dense(x[m])
+            tiled = (tf.sparse.concat(0, [target] * n_experts) if isinstance(target, tf.SparseTensor)
+                     else tf.tile(target, [n_experts, 1]))
+            nll[m] = -tf.reduce_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), axis=0)
+        z = tf.cast(experts["z"], tf.float32)
+        log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32))
+        log_p = tf.reshape(prior.log_prob(tf.reshape(z, [-1, self.latent_dim])), [n_experts, -1])
+        return {"kl": tf.reduce_mean(log_q - log_p, axis=0), "nll": nll}
 
     def get_config(self) -> dict:
         return {

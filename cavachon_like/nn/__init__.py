@@ -1,7 +1,8 @@
-"""Neural-network building blocks (Keras layers): preprocessors, encoders, product of experts, decoders."""
+"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, decoders."""
 from .decoder import DECODERS, Decoder
 from .encoder import ENCODERS, Encoder
 from .hierarchical_encoder import HIERARCHICAL_ENCODERS, HierarchicalEncoder
+from .mixture_of_experts import MixtureOfExperts, log_mixture_density, mixture_moments
 from .mlp import MLP
 from .preprocessor import PREPROCESSORS, Preprocessor, library_size
 from .product_of_experts import ProductOfExperts, product_of_gaussians
@@ -11,6 +12,7 @@ __all__ = [
     "ENCODERS",
     "HIERARCHICAL_ENCODERS",
     "MLP",
+    "MixtureOfExperts",
     "PREPROCESSORS",
     "Decoder",
     "Encoder",
@@ -18,5 +20,7 @@ __all__ = [
     "Preprocessor",
     "ProductOfExperts",
     "library_size",
+    "log_mixture_density",
+    "mixture_moments",
     "product_of_gaussians",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -77,6 +78,18 @@ class ProductOfExperts(keras.layers.Layer):
             raise ValueError(f"{self.name} has {len(self.experts)} experts but got {len(x)} inputs.")
         means, variances = self.experts_of(x, batch)
         return product_of_gaussians(means, variances, present)
+
+    @staticmethod
+    def combine(means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor],
+                present: Sequence[tf.Tensor] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """The joint posterior of experts' outputs (for a subset of the modalities)."""
+        return product_of_gaussians(means, variances, present)
+
+    @classmethod
+    def sample(cls, means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor], rng: np.random.Generator) -> tf.Tensor:
+        """One draw per cell of the joint posterior of the experts' outputs, noise from ``rng``."""
+        mean, var = cls.combine(means, variances)
+        return mean + tf.sqrt(var) * tf.constant(rng.standard_normal(mean.shape), mean.dtype)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "experts": [keras.saving.serialize_keras_object(e) for e in self.experts]}
