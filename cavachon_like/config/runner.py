@@ -59,6 +59,7 @@ def build_model(config: dict[str, Any], data: MultiModality) -> CAVACHON:
         progressive_epochs=config["model"]["progressive_epochs"],
         pretrain_epochs=config["model"]["pretrain_epochs"],
         prior_em_iterations=config["model"]["prior_em_iterations"],
+        kl_warmup_epochs=config["model"]["kl_warmup_epochs"],
         seed=config["seed"],
     )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(config["training"]["learning_rate"])))

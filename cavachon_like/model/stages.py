@@ -53,8 +53,9 @@ def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[ker
     With a mixture prior and ``pretrain_epochs``, the stage pre-trains against N(0, I)
     with a KL warm-up and the prior frozen, fits the mixture to the latents, then
     trains the ELBO for ``epochs`` more; ``EarlyStopping`` sees only the ELBO phase.
-    The ELBO phase ends with ``prior_em_iterations`` of EM of the priors on the
-    training cells' posteriors (:class:`~cavachon_like.train.PriorUpdate`).
+    The ELBO phase starts with ``kl_warmup_epochs`` of KL warm-up (if any) and ends with
+    ``prior_em_iterations`` of EM of the priors on the training cells' posteriors
+    (:class:`~cavachon_like.train.PriorUpdate`).
     Phases that ``progress`` (a resumed checkpoint) has finished are skipped.
     """
     model._set_active(stage)
@@ -97,6 +98,8 @@ def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[ker
             def same_cells(phase: int = phase) -> None:  # the order of the mixture fit, resumed or not
                 progress.order.assign(progress.key(phase, -1))
             update = [PriorUpdate(stage, phase_kwargs["x"], model.prior_em_iterations, before=same_cells)]
+        if model.kl_warmup_epochs:
+            blending = blending + [KLWarmup(model.kl_weight, model.kl_warmup_epochs, start=start)]
         fit_phase(model, progress, phase, callbacks + blending + update, epochs=start + epochs,
                   initial_epoch=start, **phase_kwargs)
     phases.append((name, "elbo", progress.history(phase)))
