@@ -1,4 +1,5 @@
-"""Analyses of a trained model: clustering, metrics, attribution, differential expression, GSEA.
+"""Analyses of a trained model: clustering, metrics, attribution, differential expression, GSEA,
+latent traversal.
 
 Every analysis takes a trained model, through the public interface of
 :class:`~cavachon_like.model.MultimodalModel` only, and its
@@ -24,6 +25,7 @@ from .metrics import (
     knn_agreement,
     label_silhouette,
 )
+from .traversal import traversal_features
 
 __all__ = [
     "Enrichment",
@@ -43,4 +45,5 @@ __all__ = [
     "one_vs_rest",
     "overrepresentation",
     "top_attributed_features",
+    "traversal_features",
 ]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .differential import DEFAULT_DELTA, DEFAULT_FDR, differential_expression
+
+if TYPE_CHECKING:  # the return type only; the module imports TensorFlow, which the interface need not
+    from .traversal import LatentTraversal
 
 
 class MultimodalModel:
@@ -139,6 +142,42 @@ class MultimodalModel:
     ) -> np.ndarray:
         """Importance-sampled ``log p(x)`` of each cell (nats, all modalities), with
         ``n_samples`` posterior draws; its mean over held-out cells compares configurations."""
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
+
+    def latent_traversal(
+        self,
+        data: Any,
+        latent: str,
+        n_steps: int = 21,
+        span: float = 5.0,
+        library_size: float = 1e4,
+        transform_batch: str | Mapping[str, str] = "all",
+        batch_size: int = 1024,
+    ) -> LatentTraversal:
+        """Pseudocells along each dimension of ``latent``, decoded (scMM's latent traversal).
+
+        Dimension ``d`` moves from ``-span`` to ``+span`` standard deviations in ``n_steps``
+        equal steps while the other dimensions stay at the population's centre: with ``m_d``
+        and ``s_d`` the mean and SD over the cells of ``data`` of the posterior means, the
+        pseudocell at step ``t`` has ``z = m`` and ``z_d = m_d + t * s_d``. What the latent
+        depends on besides itself (a family's parents, say) is held at its population mean.
+
+        Parameters
+        ----------
+        library_size
+            As in :meth:`get_normalized_expression`.
+        transform_batch
+            ``"all"`` averages the decoded means over every batch combination present in
+            ``data``; ``{batch column: category}`` decodes as that batch. A pseudocell
+            has no batch of its own, so ``None`` is an error.
+
+        Returns
+        -------
+        cavachon_like.model.traversal.LatentTraversal
+            ``steps`` (in SDs), ``decoded[modality]`` of shape
+            ``(latent_dim, n_steps, n_features)`` for every modality of :meth:`latent_modalities`,
+            the feature names, and ``center``/``scale`` (``m`` and ``s``).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
     def conditional_attribution(self, data: Any, latent: str, **kwargs: Any) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from .specs import (
     with_default_units,
 )
 from .stages import fit_model
+from .traversal import LatentTraversal, latent_traversal
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -476,6 +477,11 @@ class CAVACHON(keras.Model, MultimodalModel):
     def marginal_log_likelihood(self, data: Any, **kwargs: Any) -> np.ndarray:
         """See :mod:`cavachon_like.model.marginal`."""
         return marginal_log_likelihood(self, data, **kwargs)
+
+    def latent_traversal(self, data: Any, latent: str, **kwargs: Any) -> LatentTraversal:
+        """Pseudocells along each dimension of ``latent``, its parents at their population mean: see
+        :mod:`cavachon_like.model.traversal`."""
+        return latent_traversal(self, data, latent, **kwargs)
 
     def conditional_attribution(self, data: Any, latent: str, **kwargs: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Integrated-gradient attribution of ``latent`` beyond its parents (paper Eq. S6): see

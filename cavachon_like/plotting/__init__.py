@@ -4,6 +4,7 @@ from .differential import plot_volcano
 from .embedding import embed_2d
 from .enrichment import plot_pathways, plot_running_score
 from .latent import color_norm, palette, plot_latents
+from .traversal import plot_traversal
 
 __all__ = [
     "color_norm",
@@ -14,5 +15,6 @@ __all__ = [
     "plot_neighbourhood",
     "plot_pathways",
     "plot_running_score",
+    "plot_traversal",
     "plot_volcano",
 ]
