@@ -11,7 +11,6 @@ import pandas as pd
 import tensorflow as tf
 
 from ..module import Component
-from ..module.component import DEFAULT_LATENT_DIM
 from ..seed import seeded
 from ..train import MODES, global_mean
 from .attribution import conditional_attribution
@@ -24,6 +23,8 @@ from .specs import (
     check_components,
     check_data,
     default_units,
+    make_component,
+    modality_specs_of,
     normalize_modalities,
     with_default_units,
 )
@@ -125,63 +126,21 @@ class CAVACHON(keras.Model, MultimodalModel):
         self.components: dict[str, Component] = {}
         with seeded(seed):
             for i, name in enumerate(self.graph.order):
-                self.components[name] = self._make_component(name, by_name, None if seed is None else seed + i)
+                self.components[name] = make_component(name, by_name, self.modality_specs, self.graph.parents(name),
+                                                       None if seed is None else seed + i)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.kl_trackers = {c: keras.metrics.Mean(name=f"{c}_kl") for c in self.graph.order}
         self.nll_trackers = {
             m: keras.metrics.Mean(name=f"{m}_nll") for c in self.graph.order for m in self.graph.modalities(c)
         }
         self._compile_kwargs: dict[str, Any] | None = None
-        # Weight of the KL terms: ramped from 0 during pre-training, 1 for the ELBO.
+        # Weight of the KL terms: ramped from 0 during pre-training and any KL warm-up, else 1.
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
         self._pretraining = False
         self._set_active(self.graph.order)
         self.built = True
 
     # ------------------------------------------------------------------ construction
-    def _make_component(self, name: str, by_name: Mapping[str, dict[str, Any]], seed: int | None) -> Component:
-        spec = by_name[name]
-        latent_dim = int(spec.get("latent_dim", DEFAULT_LATENT_DIM))
-        prior = spec.get("prior")
-        if spec.get("n_clusters") is not None:
-            prior = {"class": "mixture_gaussian", **({"class": prior} if isinstance(prior, str) else (prior or {}))}
-            prior["n_clusters"] = int(spec["n_clusters"])
-        parents = self.graph.parents(name)
-        try:
-            component = self._new_component(name, spec, prior, latent_dim, parents, by_name, seed)
-        except (TypeError, ValueError, KeyError) as error:  # a bad module spec: say which component has it
-            message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-            raise ValueError(f"component {name!r}: {message}") from error
-        return component
-
-    def _new_component(self, name: str, spec: Mapping[str, Any], prior: Any, latent_dim: int, parents: list[str],
-                       by_name: Mapping[str, dict[str, Any]], seed: int | None) -> Component:
-        component = Component(
-            modalities={
-                m: {
-                    "likelihood": self.modality_specs[m]["likelihood"],
-                    "n_features": self.modality_specs[m]["n_features"],
-                    "n_batch": sum(len(v) for v in self.modality_specs[m]["batch_categories"].values()),
-                }
-                for m in spec["modalities"]
-            },
-            latent_dim=latent_dim,
-            parents=parents,
-            parent_dims=[int(by_name[p].get("latent_dim", DEFAULT_LATENT_DIM)) for p in parents],
-            conditioned_on=spec.get("conditioned_on", "z_hat"),
-            posterior=spec.get("posterior", "concat"),
-            prior=prior,
-            encoder=spec.get("encoder"),
-            decoder=spec.get("decoder"),
-            hierarchical_encoder=spec.get("hierarchical_encoder"),
-            preprocessor=spec.get("preprocessor"),
-            seed=seed,
-            name=name,
-        )
-        # Built now, not on the first call: loading weights and summary() need them all.
-        component.build(**component.build_shapes())
-        return component
-
     @classmethod
     def from_data(cls, data: Any, components: Sequence[Mapping[str, Any]], **kwargs) -> CAVACHON:
         """Build a model whose modality specs (likelihood, sizes, batch encoding) come from ``data``.
@@ -190,21 +149,7 @@ class CAVACHON(keras.Model, MultimodalModel):
         cells (:func:`~cavachon_like.model.specs.default_units`): 256-128 up to about
         32,000 cells, 512-256-128 above.
         """
-        used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
-        missing = sorted(used - set(data.mod))
-        if missing:
-            raise ValueError(f"components use modalities {missing} that the data lacks; it has {sorted(data.mod)}.")
-        categories = data.batch_categories()
-        modalities = {
-            m: {
-                "likelihood": data.modality(m).likelihood,
-                "n_features": data.mod[m].n_vars,
-                "batch_key": data.modality(m).batch_key,
-                "batch_categories": categories[m],
-            }
-            for m in data.mod
-            if m in used
-        }
+        modalities = modality_specs_of(data, components)
         units = default_units(data.n_obs)
         components = [
             {

@@ -1,11 +1,12 @@
-"""Validation of the model's modality and component specs, and data-scaled defaults."""
+"""The model's modality and component specs: validation, data-scaled defaults, building components."""
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..module import split_spec
+from ..module import Component, split_spec
+from ..module.component import DEFAULT_LATENT_DIM
 
 COMPONENT_KEYS = {
     "name",
@@ -134,3 +135,62 @@ def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any, suppo
     if errors:
         raise ValueError("data does not match the model:\n  - " + "\n  - ".join(errors))
     data.validate(supports)
+
+
+def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The specs (likelihood, sizes, batch encoding) of the modalities ``components`` use, from ``data``."""
+    used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
+    missing = sorted(used - set(data.mod))
+    if missing:
+        raise ValueError(f"components use modalities {missing} that the data lacks; it has {sorted(data.mod)}.")
+    categories = data.batch_categories()
+    return {
+        m: {
+            "likelihood": data.modality(m).likelihood,
+            "n_features": data.mod[m].n_vars,
+            "batch_key": data.modality(m).batch_key,
+            "batch_categories": categories[m],
+        }
+        for m in data.mod
+        if m in used
+    }
+
+
+def make_component(name: str, by_name: Mapping[str, dict[str, Any]], modality_specs: Mapping[str, Mapping[str, Any]],
+                   parents: list[str], seed: int | None) -> Component:
+    """The built :class:`~cavachon_like.module.Component` of ``by_name[name]``; a bad module spec
+    raises a ValueError naming the component."""
+    spec = by_name[name]
+    prior = spec.get("prior")
+    if spec.get("n_clusters") is not None:
+        prior = {"class": "mixture_gaussian", **({"class": prior} if isinstance(prior, str) else (prior or {}))}
+        prior["n_clusters"] = int(spec["n_clusters"])
+    try:
+        component = Component(
+            modalities={
+                m: {
+                    "likelihood": modality_specs[m]["likelihood"],
+                    "n_features": modality_specs[m]["n_features"],
+                    "n_batch": sum(len(v) for v in modality_specs[m]["batch_categories"].values()),
+                }
+                for m in spec["modalities"]
+            },
+            latent_dim=int(spec.get("latent_dim", DEFAULT_LATENT_DIM)),
+            parents=parents,
+            parent_dims=[int(by_name[p].get("latent_dim", DEFAULT_LATENT_DIM)) for p in parents],
+            conditioned_on=spec.get("conditioned_on", "z_hat"),
+            posterior=spec.get("posterior", "concat"),
+            prior=prior,
+            encoder=spec.get("encoder"),
+            decoder=spec.get("decoder"),
+            hierarchical_encoder=spec.get("hierarchical_encoder"),
+            preprocessor=spec.get("preprocessor"),
+            seed=seed,
+            name=name,
+        )
+        # Built now, not on the first call: loading weights and summary() need them all.
+        component.build(**component.build_shapes())
+    except (TypeError, ValueError, KeyError) as error:  # a bad module spec: say which component has it
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        raise ValueError(f"component {name!r}: {message}") from error
+    return component
