@@ -103,6 +103,9 @@ ROWS = {
                                       ["patiense"]),
     "encoder {unit: 64}": (lambda f: {**_config(f["ok.h5mu"]), "model": {"components": [
         {"name": "rna", "modalities": ["rna"], "encoder": {"unit": 64}}]}}, ["component 'rna'", "'unit'"]),
+    "posterior: moe on one modality": (lambda f: {**_config(f["ok.h5mu"]), "model": {"components": [
+        {"name": "rna", "modalities": ["rna"], "posterior": "moe"}]}}, ["component 'rna'", "posterior 'moe'",
+                                                                         "one modality ('rna')"]),
     "truncated .h5mu": (lambda f: _config(f["cut.h5mu"]), ["cut.h5mu", "truncated"]),
     "a text file as data": (lambda f: _config(f["counts.csv"]), ["counts.csv", "not an HDF5 file"]),
     "a modality with 0 features": (lambda f: _config(f["no_atac.h5mu"], modality="atac",

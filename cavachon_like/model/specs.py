@@ -87,6 +87,11 @@ def check_components(components: Sequence[dict[str, Any]], modalities: Mapping[s
                 f"component {name!r} uses modality {unknown} that the data does not have; "
                 f"available: {sorted(modalities)}."
             )
+        posterior = spec.get("posterior", "concat")
+        if posterior != "concat" and len(mods) < 2:
+            raise ValueError(f"component {name!r}: posterior {posterior!r} combines one expert per modality, but the "
+                             f"component has one modality ({mods[0]!r}); use posterior: concat, or list the "
+                             "modalities the experts should share in one component.")
         by_name[name] = spec
     return by_name
 
