@@ -296,13 +296,22 @@ class CAVACHON(keras.Model, MultimodalModel):
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
         self.compile(**config)
 
-    def _compile_stage(self) -> None:
+    def _compile_stage(self, build: bool = True) -> None:
+        """Compile afresh (a new optimizer) for a training phase; ``build`` creates its slots.
+
+        Built here, for the variables trainable now (the frozen components' are not among
+        them), the slots exist before ``train_step`` is traced; created lazily inside it,
+        they cost a second trace of it in every phase. ``build=False`` leaves the optimizer
+        unbuilt, for the reset at the end of ``fit``: a saved model then carries no slots.
+        """
         if self._compile_kwargs is None:
             self.compile()
         kwargs = dict(self._compile_kwargs)
         kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
         with self.distribute_strategy.scope():
             keras.Model.compile(self, **kwargs)
+            if build:
+                self.optimizer.build(self.trainable_variables)
 
     def make_dataset(self, data: Any, batch_size: int = 256, shuffle: bool = False, seed: int | None = None,
                      indices: np.ndarray | None = None, order: tf.Variable | None = None) -> tf.data.Dataset:

@@ -32,7 +32,7 @@ def fit_phase(model: Any, progress: FitProgress, phase: int, callbacks: list[ker
     (no epoch at all if early stopping had ended it); its History holds all its epochs.
     """
     progress.restore_model(model)
-    model._compile_stage()
+    model._compile_stage(build=False)
     initial_epoch = progress.initial_epoch(phase, initial_epoch)
     if progress.stopped(phase):
         epochs = initial_epoch
@@ -145,5 +145,5 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
     model._set_active(model.graph.order)
     # Every stage starts with a fresh optimizer, so the last stage's slots are of no
     # further use; resetting keeps a saved model's optimizer consistent with all weights.
-    model._compile_stage()
+    model._compile_stage(build=False)
     return merge_histories(stages)
