@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from cavachon_like import CAVACHON
+
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
 
 
 def one_step(data, components, strategy, initial_weights=None):

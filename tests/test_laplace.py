@@ -26,6 +26,8 @@ from cavachon_like.distributions.laplace_prior import (
     gaussian_expected_abs,
 )
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 tfd = tfp.distributions
 
 B, F = 6, 9

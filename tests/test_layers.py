@@ -14,6 +14,8 @@ import tensorflow as tf
 from cavachon_like.module import Component
 from cavachon_like.nn import MLP, Decoder, Encoder, HierarchicalEncoder, Preprocessor
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 
 def counts(n_cells: int, n_features: int, seed: int = 0) -> tf.Tensor:
     """Poisson counts with about half the entries zero."""

@@ -19,6 +19,8 @@ from cavachon_like.distributions import (
     serialize_likelihood,
 )
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 B, F = 6, 9
 COUNT_LIKELIHOODS = [Poisson, NegativeBinomial, ZeroInflatedNegativeBinomial]
 

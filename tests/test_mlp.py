@@ -7,6 +7,8 @@ import tensorflow as tf
 
 from cavachon_like.nn import MLP
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 
 def test_dropout_acts_in_training_only_and_round_trips():
     layer = MLP([64, 32], dropout=0.5, name="mlp")

@@ -9,6 +9,8 @@ from scipy import special
 
 from cavachon_like.distributions import PRIORS, MixtureGaussianPrior, Prior, StandardNormalPrior
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 D, K = 3, 4
 N_SAMPLES = 200_000
 

@@ -30,6 +30,8 @@ from cavachon_like.data import (
 from cavachon_like.data.multimodality import no_pull
 from cavachon_like.errors import InputError
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 SNARE = Path(__file__).parents[1].parent / "shared/data/snare_mouse_cortex.h5mu"
 
 

@@ -18,6 +18,8 @@ from cavachon_like.cli import main
 from cavachon_like.data import read_h5mu
 from cavachon_like.errors import InputError
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 TINY = {"encoder": {"units": [16, 8]}, "decoder": {"units": [8, 16]}, "latent_dim": 3, "n_clusters": 3}
 CONFIG = {
     "seed": 5,

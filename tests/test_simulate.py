@@ -7,6 +7,8 @@ import scipy.sparse as sp
 
 from cavachon_like.data import Modality, MultiModality, read_h5mu, simulate
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 
 @pytest.fixture(scope="module")
 def data():

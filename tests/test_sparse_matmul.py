@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from cavachon_like.nn.sparse import sparse_dense_matmul
 
+pytestmark = pytest.mark.floor  # also run on the dependency floor (.ci/run)
+
 
 def _sparse(n_rows: int, n_cols: int, density: float, seed: int, shuffle: bool = False) -> tf.SparseTensor:
     matrix = sp.random(n_rows, n_cols, density=density, format="coo", random_state=seed, dtype=np.float32)
