@@ -1,7 +1,6 @@
 """Cross-modal prediction of a training run's modality for new (or its own) cells, written to a file."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,6 @@ import pandas as pd
 from ..atomic import write_atomically
 from ..data import MultiModality, read_h5mu
 from .report import load_run
-
-logger = logging.getLogger(__name__)
 
 LAYER = "predicted"
 
@@ -55,7 +52,7 @@ def predict_run(run_dir: str | Path, target: str, data_path: str | Path | None =
     to the features the run trained on. The prediction (decoded means per 10,000) is the
     layer ``"predicted"`` of ``target`` in the written ``.h5mu``; when the cells have no
     ``target``, it becomes that modality's ``X``. When they have it, the per-feature
-    correlation of prediction and observation is returned and logged (``median_r``).
+    correlation of prediction and observation is returned (``median_r``).
     """
     model, run, _ = load_run(run_dir)
     if target not in model.modality_names:
@@ -74,8 +71,6 @@ def predict_run(run_dir: str | Path, target: str, data_path: str | Path | None =
         modalities[target].layers[LAYER] = predicted
         result["correlations"] = gene_correlations(predicted, observed)
         result["median_r"] = float(np.nanmedian(result["correlations"]))
-        logger.info("predicted %r: median correlation with the observed values across features %.3f",
-                    target, result["median_r"])
     else:
         modalities[target] = ad.AnnData(predicted, obs=pd.DataFrame(index=cells.obs_names),
                                         var=run.mod[target].var.copy(), layers={LAYER: predicted})

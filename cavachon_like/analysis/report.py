@@ -121,7 +121,7 @@ def load_run(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     run_dir = Path(run_dir)
     missing = [name for name in ("result.h5mu", "model.keras") if not (run_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{run_dir} lacks {missing}; point analyze at a folder written by `cavachon-like train`.")
+        raise FileNotFoundError(f"{run_dir} lacks {missing}; give a folder written by `cavachon-like train`.")
     data = read_h5mu(run_dir / "result.h5mu")
     model = keras.saving.load_model(run_dir / "model.keras")
     run = data.uns.get("cavachon_like", {}).get("run")
