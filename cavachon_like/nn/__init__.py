@@ -1,4 +1,5 @@
 """Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, decoders."""
+from .conv import Conv1DDecoder, Conv1DEncoder
 from .decoder import DECODERS, Decoder
 from .encoder import ENCODERS, Encoder
 from .hierarchical_encoder import HIERARCHICAL_ENCODERS, HierarchicalEncoder
@@ -12,11 +13,13 @@ __all__ = [
     "ENCODERS",
     "HIERARCHICAL_ENCODERS",
     "MLP",
-    "MixtureOfExperts",
     "PREPROCESSORS",
+    "Conv1DDecoder",
+    "Conv1DEncoder",
     "Decoder",
     "Encoder",
     "HierarchicalEncoder",
+    "MixtureOfExperts",
     "Preprocessor",
     "ProductOfExperts",
     "library_size",

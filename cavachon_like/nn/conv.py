@@ -1,0 +1,414 @@
+"""Conv1D encoder and decoder over genomic bins (paper 004, ConvNet-VAE).
+
+A component whose modalities are binned on the same genomic bins (QC step
+``bin_genome``) is read as one sequence of ``n_bins`` positions with one channel per
+modality. The encoder applies Conv1D blocks (Conv1D -> batch norm -> ReLU -> dropout;
+kernel = stride by default, paper groups 1 and 2 use K = S = 11, 31, 51 or K = 11,
+S = 3), flattens, concatenates the batch covariates *after* the convolutions (paper
+Sec. 2: one-hot covariates are not sequences) and ends in the same mean / variance
+heads as :class:`~cavachon_like.nn.Encoder`. The decoder maps ``[z_hat; b]`` with one
+linear dense layer to a ``(length, filters)`` map and back to the bins with
+Conv1DTranspose blocks; its last transposed convolution gives one channel per
+likelihood parameter (``logits`` for Poisson, plus ``dispersion`` for NB), which the
+likelihood turns into ``softmax(logits) * library size`` (the softmax over bins of the
+paper) in the loss.
+
+The ``log(x + 1)`` of each input channel (paper Sec. 2.2) is the preprocessor's: Poisson
+and NB likelihoods have ``input_transform = "log1p_normalize"``, so every modality
+(channel) arrives already as ``log1p(1e4 * x / library size)`` of its own library, and
+the encoder does not transform it again.
+
+Chromosome padding
+------------------
+With ``chromosome_sizes`` (bins per chromosome in the order of the bins, e.g.
+``chromosome_boundaries(var)`` differences), each chromosome's segment is zero-padded
+so that no convolution window covers bins of two chromosomes, the option the paper's
+discussion suggests ("zero-pad these boundaries ... and maintain the padding ... after
+each convolutional layer"). It holds at **every** layer, not only the first: before
+each Conv1D the segments of the previous layer's output are re-padded to a multiple
+of that layer's stride (and to at least its kernel), and the windows that would start
+in one chromosome and end in the next (only when kernel > stride) are dropped, so the
+receptive field of every unit of every layer lies in one chromosome. The flatten +
+dense layer after the convolutions mixes chromosomes, as it mixes everything. The
+decoder mirrors the layout: each transposed convolution reads its chromosome segments
+zero-padded to the encoder's padded window counts (so the overlapping outputs of
+kernel > stride never reach a neighbouring chromosome) and its output is cropped back to
+each chromosome's bins. Without ``chromosome_sizes`` the bins are one segment, padded
+at its end only. Padding costs at most ``stride - 1`` (plus ``kernel - stride``)
+positions per chromosome and layer.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .decoder import Decoder
+from .encoder import Encoder
+
+#: Paper 004, Table 1, group 1 with the smallest kernel (K11, S11; 32 filters) and 128 FC units.
+DEFAULT_FILTERS = (32,)
+DEFAULT_KERNEL_SIZE = 11
+DEFAULT_UNITS = (128,)
+
+
+def _out_length(n: int, kernel: int, stride: int) -> int:
+    """Windows of a valid convolution that cover all ``n`` positions of one segment (zero-padded)."""
+    return -(-max(n - kernel, 0) // stride) + 1
+
+
+def conv_layout(sizes: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> list[dict[str, list[int]]]:
+    """Per-layer segment lengths of the chromosome-respecting convolution stack.
+
+    For layer ``i`` with input segments ``n`` (the chromosome sizes for ``i = 0``):
+    ``padded`` (each a multiple of the stride and at least the kernel) is what the layer
+    reads, ``windows = padded / stride`` the windows starting in each segment, and
+    ``out`` (<= ``windows``) those that lie entirely in the segment, i.e. the next
+    layer's ``n``. Returns one ``{"n", "padded", "windows", "out"}`` per layer.
+    """
+    layout = []
+    n = [int(s) for s in sizes]
+    for kernel, stride in zip(kernels, strides):
+        out = [_out_length(s, kernel, stride) for s in n]
+        padded = [stride * (-(-(kernel + stride * (o - 1)) // stride)) for o in out]
+        layout.append({"n": n, "padded": padded, "windows": [p // stride for p in padded], "out": out})
+        n = out
+    return layout
+
+
+def _segment_index(src: Sequence[int], dst: Sequence[int], src_total: int | None = None) -> np.ndarray | None:
+    """Gather index from segments of lengths ``src`` to segments of lengths ``dst``.
+
+    Each ``dst`` segment takes the first positions of its ``src`` segment and zeros
+    (index ``src_total``, a zero row appended to the source) after them; ``None`` when
+    the layouts are the same (nothing to gather).
+    """
+    if list(src) == list(dst):
+        return None
+    src_total = int(sum(src)) if src_total is None else int(src_total)
+    index, start = [], 0
+    for s, d in zip(src, dst):
+        take = min(s, d)
+        index.extend(range(start, start + take))
+        index.extend([src_total] * (d - take))
+        start += s
+    return np.asarray(index, dtype=np.int32)
+
+
+def _regather(x: tf.Tensor, index: np.ndarray | None) -> tf.Tensor:
+    """``x`` (B, L, C) re-laid out by a :func:`_segment_index` index (positions past ``L`` are zeros)."""
+    if index is None:
+        return x
+    padded = tf.pad(x, [[0, 0], [0, 1], [0, 0]])
+    return tf.gather(padded, tf.constant(index), axis=1)
+
+
+def _check_common(filters: Sequence[int], kernel_size: int | Sequence[int], strides: int | Sequence[int] | None,
+                  dropout: float, chromosome_sizes: Sequence[int] | None, owner: str):
+    filters = [int(f) for f in filters]
+    if not filters or min(filters) < 1:
+        raise ValueError(f"{owner}: filters must be a non-empty list of positive integers, got {filters!r}.")
+    kernels = [int(kernel_size)] * len(filters) if np.isscalar(kernel_size) else [int(k) for k in kernel_size]
+    if strides is None:
+        strides = kernels
+    stride_list = [int(strides)] * len(filters) if np.isscalar(strides) else [int(s) for s in strides]
+    if len(kernels) != len(filters) or len(stride_list) != len(filters):
+        raise ValueError(f"{owner}: {len(filters)} filters but kernel_size {kernels} and strides {stride_list}; "
+                         "give one value for all layers or one per layer.")
+    if min(kernels) < 1 or min(stride_list) < 1:
+        raise ValueError(f"{owner}: kernel_size and strides must be positive, got {kernels} and {stride_list}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout!r}.")
+    sizes = None
+    if chromosome_sizes is not None:
+        sizes = [int(s) for s in chromosome_sizes]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"{owner}: chromosome_sizes must be positive bin counts, got {chromosome_sizes!r}.")
+    return filters, kernels, stride_list, sizes
+
+
+def _sizes_for(n_bins: int, chromosome_sizes: list[int] | None, owner: str) -> list[int]:
+    if chromosome_sizes is None:
+        return [int(n_bins)]
+    if sum(chromosome_sizes) != n_bins:
+        raise ValueError(f"{owner}: chromosome_sizes sum to {sum(chromosome_sizes)} bins but the modality has "
+                         f"{n_bins}; pass the bins per chromosome of the binned data (chromosome_boundaries).")
+    return list(chromosome_sizes)
+
+
+def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class Conv1DEncoder(Encoder):
+    """Conv1D encoder of paper 004: modalities as channels over the same genomic bins.
+
+    ``call(x, batch)`` takes the component's modality tensors (each ``(B, n_bins)``,
+    dense or sparse; sparse ones are densified one batch at a time), stacks them as
+    channels ``(B, n_bins, M)``, applies the Conv1D blocks, flattens, concatenates the
+    batch covariates, applies the dense ``units`` blocks and returns ``(mean, variance)``
+    from the heads of :class:`~cavachon_like.nn.Encoder` (linear mean, softplus variance
+    + ``min_variance``). Use it with ``posterior: concat`` (one encoder over all the
+    modalities, as the paper) or as the per-modality expert of ``poe``/``moe``.
+
+    Parameters
+    ----------
+    latent_dim
+        Dimension of z.
+    filters
+        Output channels of each Conv1D layer, e.g. ``[32]`` (group 1) or ``[32, 64]``.
+    kernel_size
+        Kernel of every layer, or one per layer.
+    strides
+        Stride of every layer or one per layer; default the kernel size (non-overlapping
+        windows; the convolution replaces pooling).
+    units
+        Dense layers (batch norm, ReLU, dropout) between the flattened maps + covariates
+        and the heads; the paper's single FC of 128 units by default, ``[]`` for none.
+    dropout
+        Dropout rate after every block, in training only.
+    condition_on_batch
+        Concatenate the batch covariates after the convolutions (default, as the paper).
+    chromosome_sizes
+        Bins per chromosome, in bin order; then no window of any layer spans two
+        chromosomes (see the module docstring). ``None``: the bins are one sequence.
+    min_variance
+        Floor added to the softplus variance.
+    """
+
+    alias = "conv1d"
+
+    def __init__(
+        self,
+        latent_dim: int,
+        filters: Sequence[int] = DEFAULT_FILTERS,
+        kernel_size: int | Sequence[int] = DEFAULT_KERNEL_SIZE,
+        strides: int | Sequence[int] | None = None,
+        units: Sequence[int] = DEFAULT_UNITS,
+        dropout: float = 0.0,
+        condition_on_batch: bool = True,
+        chromosome_sizes: Sequence[int] | None = None,
+        min_variance: float = 1e-4,
+        **kwargs,
+    ) -> None:
+        # Skip Encoder.__init__: it builds the MLP body this encoder replaces.
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.filters, self.kernel_sizes, self.strides, self.chromosome_sizes = _check_common(
+            filters, kernel_size, strides, dropout, chromosome_sizes, "Conv1DEncoder")
+        self.units = [int(u) for u in units]
+        self.dropout = float(dropout)
+        self.latent_dim = int(latent_dim)
+        self.condition_on_batch = bool(condition_on_batch)
+        self.min_variance = float(min_variance)
+        self.convs = [keras.layers.Conv1D(f, k, strides=s, padding="valid", name=f"conv_{i}")
+                      for i, (f, k, s) in enumerate(zip(self.filters, self.kernel_sizes, self.strides))]
+        self.conv_norms = [keras.layers.BatchNormalization(name=f"conv_norm_{i}") for i in range(len(self.filters))]
+        self.dense = [keras.layers.Dense(u, name=f"dense_{i}") for i, u in enumerate(self.units)]
+        self.dense_norms = [keras.layers.BatchNormalization(name=f"dense_norm_{i}") for i in range(len(self.units))]
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
+        self.mean_head = keras.layers.Dense(self.latent_dim, name="mean")
+        self.variance_head = keras.layers.Dense(self.latent_dim, name="variance")
+        self.layout: list[dict[str, list[int]]] = []
+        self._pad_index: list[np.ndarray | None] = []
+        self._crop_index: list[np.ndarray | None] = []
+
+    def _set_layout(self, n_bins: int) -> None:
+        sizes = _sizes_for(n_bins, self.chromosome_sizes, self.name)
+        self.layout = conv_layout(sizes, self.kernel_sizes, self.strides)
+        self._pad_index, self._crop_index = [], []
+        for layer, kernel, stride in zip(self.layout, self.kernel_sizes, self.strides):
+            # A trailing max(0, K - S) zeros give the last segment all its windows too.
+            pad = _segment_index(layer["n"], layer["padded"])
+            tail = max(0, kernel - stride)
+            if tail:
+                base = pad if pad is not None else np.arange(sum(layer["n"]), dtype=np.int32)
+                pad = np.concatenate([base, np.full(tail, sum(layer["n"]), np.int32)])
+            self._pad_index.append(pad)
+            self._crop_index.append(_segment_index(layer["windows"], layer["out"]))
+
+    def _n_bins(self, x_shape: Sequence[Sequence[int | None]]) -> int:
+        sizes = [int(s[-1]) for s in x_shape]
+        if len(set(sizes)) != 1:
+            raise ValueError(f"{self.name}: a Conv1D encoder stacks its modalities as channels over the same bins, but "
+                             f"they have {sizes} features; align them with the bin_genome QC step.")
+        return sizes[0]
+
+    def build(self, x_shape: Sequence[Sequence[int | None]], batch_shape: Sequence[int | None] | None = None) -> None:
+        """Build from one ``(B, n_bins)`` shape per modality and the ``(B, n_batch)`` batch shape (or ``None``)."""
+        n_bins = self._n_bins(x_shape)
+        self._set_layout(n_bins)
+        channels = len(x_shape)
+        for conv, norm, layer, tail in zip(self.convs, self.conv_norms, self.layout,
+                                           [max(0, k - s) for k, s in zip(self.kernel_sizes, self.strides)]):
+            conv.build((None, sum(layer["padded"]) + tail, channels))
+            norm.build((None, sum(layer["out"]), conv.filters))
+            channels = conv.filters
+        width = sum(self.layout[-1]["out"]) * channels
+        if self._uses_batch(batch_shape):
+            width += int(batch_shape[-1])
+        for dense, norm in zip(self.dense, self.dense_norms):
+            dense.build((None, width))
+            norm.build((None, dense.units))
+            width = dense.units
+        self.mean_head.build((None, width))
+        self.variance_head.build((None, width))
+
+    def _block(self, h: tf.Tensor, norm: keras.layers.Layer, training: bool | None) -> tf.Tensor:
+        h = tf.nn.relu(norm(h, training=training))
+        return self.dropout_layer(h, training=training) if self.dropout_layer is not None else h
+
+    def conv_features(self, x: Sequence[tf.Tensor | tf.SparseTensor], training: bool | None = None) -> tf.Tensor:
+        """The last Conv1D block's output ``(B, positions, filters[-1])`` (padding positions dropped)."""
+        if not self.layout:
+            self._set_layout(self._n_bins([tuple(t.shape) for t in x]))
+        h = tf.stack([_dense(t) for t in x], axis=-1)
+        for conv, norm, pad, crop in zip(self.convs, self.conv_norms, self._pad_index, self._crop_index):
+            h = _regather(conv(_regather(h, pad)), crop)
+            h = self._block(h, norm, training)
+        return h
+
+    def features(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None,
+                 training: bool | None = None) -> tf.Tensor:
+        """The last hidden layer's output (the input of the mean and variance heads)."""
+        h = self.conv_features(x, training)
+        h = tf.reshape(h, [tf.shape(h)[0], int(h.shape[1]) * int(h.shape[2])])
+        if self._uses_batch(batch):
+            h = tf.concat([h, tf.cast(batch, h.dtype)], axis=-1)
+        for dense, norm in zip(self.dense, self.dense_norms):
+            h = self._block(dense(h), norm, training)
+        return h
+
+    def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None,
+             training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """``x``: a list of ``(B, n_bins)`` modality tensors (dense or sparse); returns mean and variance."""
+        if len(x) != self.convs[0].kernel.shape[1]:
+            raise ValueError(f"{self.name} was built for {self.convs[0].kernel.shape[1]} modalities, got {len(x)}.")
+        return self.gaussian(self.features(x, batch, training))
+
+    def compute_output_shape(self, x_shape, batch_shape=None):
+        n = x_shape[0][0]
+        return (n, self.latent_dim), (n, self.latent_dim)
+
+    def get_config(self) -> dict:
+        return {
+            **keras.layers.Layer.get_config(self),
+            "latent_dim": self.latent_dim,
+            "filters": self.filters,
+            "kernel_size": self.kernel_sizes,
+            "strides": self.strides,
+            "units": self.units,
+            "dropout": self.dropout,
+            "condition_on_batch": self.condition_on_batch,
+            "chromosome_sizes": self.chromosome_sizes,
+            "min_variance": self.min_variance,
+        }
+
+
+@keras.saving.register_keras_serializable(package="cavachon_like")
+class Conv1DDecoder(Decoder):
+    """Conv1D decoder of paper 004: ``[z_hat; b]`` -> dense -> Conv1DTranspose blocks -> bins.
+
+    A linear dense layer (as the paper's decoder FC) maps ``[z_hat; b]`` to the last
+    encoder layer's map ``(positions, filters[-1])``; Conv1DTranspose blocks (batch norm,
+    ReLU, dropout) with ``filters[-2], ..., filters[0]`` channels go back up, and one
+    final Conv1DTranspose per likelihood parameter (one channel, the first layer's kernel
+    and stride) gives ``{parameter: (B, n_features)}``, the padding cropped. The
+    likelihood applies ``softmax`` over the bins times the library size to ``logits``
+    (Poisson, NB); NB's ``dispersion`` head is per cell and bin, as in
+    :class:`~cavachon_like.nn.Decoder`.
+
+    Parameters
+    ----------
+    n_features
+        Number of bins of the modality.
+    parameters
+        Names of the likelihood's parameters, one head each.
+    filters, kernel_size, strides, chromosome_sizes
+        As the encoder's (:class:`Conv1DEncoder`), listed from the input side: the decoder
+        mirrors them, so pass the same values to both.
+    dropout
+        Dropout rate after every hidden block, in training only.
+    """
+
+    alias = "conv1d"
+
+    def __init__(
+        self,
+        n_features: int,
+        parameters: Sequence[str],
+        filters: Sequence[int] = DEFAULT_FILTERS,
+        kernel_size: int | Sequence[int] = DEFAULT_KERNEL_SIZE,
+        strides: int | Sequence[int] | None = None,
+        dropout: float = 0.0,
+        chromosome_sizes: Sequence[int] | None = None,
+        **kwargs,
+    ) -> None:
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.filters, self.kernel_sizes, self.strides, self.chromosome_sizes = _check_common(
+            filters, kernel_size, strides, dropout, chromosome_sizes, "Conv1DDecoder")
+        self.n_features = int(n_features)
+        self.parameters = tuple(parameters)
+        self.dropout = float(dropout)
+        self.layout = conv_layout(_sizes_for(self.n_features, self.chromosome_sizes, "Conv1DDecoder"),
+                                  self.kernel_sizes, self.strides)
+        self.positions = sum(self.layout[-1]["out"])
+        self.dense = keras.layers.Dense(self.positions * self.filters[-1], name="dense")
+        # Layer i (deepest first) goes from layout[i]["out"] back to layout[i]["n"].
+        self.deconvs = [keras.layers.Conv1DTranspose(self.filters[i - 1], self.kernel_sizes[i], strides=self.strides[i],
+                                                     padding="valid", name=f"deconv_{i}")
+                        for i in range(len(self.filters) - 1, 0, -1)]
+        self.norms = [keras.layers.BatchNormalization(name=f"deconv_norm_{i}")
+                      for i in range(len(self.filters) - 1, 0, -1)]
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
+        self.heads = {p: keras.layers.Conv1DTranspose(1, self.kernel_sizes[0], strides=self.strides[0], padding="valid",
+                                                      name=f"head_{p}") for p in self.parameters}
+        self._pad_index, self._crop_index = {}, {}
+        for i, layer in enumerate(self.layout):
+            self._pad_index[i] = _segment_index(layer["out"], layer["windows"])
+            # The transposed convolution's output: (sum(windows) - 1) * S + K positions.
+            total = (sum(layer["windows"]) - 1) * self.strides[i] + self.kernel_sizes[i]
+            self._crop_index[i] = _segment_index(layer["padded"], layer["n"], total)
+            if self._crop_index[i] is None and total != sum(layer["n"]):
+                self._crop_index[i] = np.arange(sum(layer["n"]), dtype=np.int32)
+
+    def build(self, z_hat_shape: Sequence[int | None], batch_shape: Sequence[int | None]) -> None:
+        """Build from the shapes of :meth:`call`'s ``z_hat`` ``(B, d)`` and ``batch`` ``(B, n_batch)``."""
+        self.dense.build((None, int(z_hat_shape[-1]) + int(batch_shape[-1])))
+        channels = self.filters[-1]
+        for deconv, norm, i in zip(self.deconvs, self.norms, range(len(self.filters) - 1, 0, -1)):
+            deconv.build((None, sum(self.layout[i]["windows"]), channels))
+            norm.build((None, sum(self.layout[i]["n"]), deconv.filters))
+            channels = deconv.filters
+        for head in self.heads.values():
+            head.build((None, sum(self.layout[0]["windows"]), channels))
+
+    def _up(self, h: tf.Tensor, layer: keras.layers.Layer, i: int) -> tf.Tensor:
+        return _regather(layer(_regather(h, self._pad_index[i])), self._crop_index[i])
+
+    def call(self, z_hat: tf.Tensor, batch: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
+        """``{parameter: (B, n_features)}``; ``batch`` may have no columns (no covariates)."""
+        h = self.dense(tf.concat([z_hat, tf.cast(batch, z_hat.dtype)], axis=-1))
+        h = tf.reshape(h, [tf.shape(h)[0], self.positions, self.filters[-1]])
+        for deconv, norm, i in zip(self.deconvs, self.norms, range(len(self.filters) - 1, 0, -1)):
+            h = tf.nn.relu(norm(self._up(h, deconv, i), training=training))
+            if self.dropout_layer is not None:
+                h = self.dropout_layer(h, training=training)
+        return {p: tf.squeeze(self._up(h, head, 0), -1) for p, head in self.heads.items()}
+
+    def compute_output_shape(self, z_hat_shape, batch_shape=None):
+        return {p: (z_hat_shape[0], self.n_features) for p in self.parameters}
+
+    def get_config(self) -> dict:
+        return {
+            **keras.layers.Layer.get_config(self),
+            "n_features": self.n_features,
+            "parameters": list(self.parameters),
+            "filters": self.filters,
+            "kernel_size": self.kernel_sizes,
+            "strides": self.strides,
+            "dropout": self.dropout,
+            "chromosome_sizes": self.chromosome_sizes,
+        }

@@ -1,0 +1,162 @@
+"""Conv1D encoder and decoder (paper 004): shapes, registration, serialisation, chromosome padding,
+parameter count against the MLP encoder, and a small CAVACHON model built with them end to end."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cavachon_like import CAVACHON, simulate
+from cavachon_like.nn import DECODERS, ENCODERS, Conv1DDecoder, Conv1DEncoder, Encoder
+from cavachon_like.nn.conv import conv_layout
+
+
+def counts(n_cells: int, n_bins: int, seed: int = 0) -> tf.Tensor:
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.poisson(2.0, (n_cells, n_bins)) * (rng.random((n_cells, n_bins)) < 0.5), tf.float32)
+
+
+def onehot(n_cells: int, n_batch: int) -> tf.Tensor:
+    return tf.one_hot(np.arange(n_cells) % n_batch, n_batch)
+
+
+def round_trip(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Serialise as a ``.keras`` file does (config + build config through JSON), copy the weights."""
+    restored = keras.saving.deserialize_keras_object(json.loads(json.dumps(keras.saving.serialize_keras_object(layer))))
+    assert restored.built
+    assert restored.get_config() == layer.get_config()
+    restored.set_weights(layer.get_weights())
+    return restored
+
+
+def test_registered_by_alias_and_shapes_with_dense_and_sparse_channels():
+    assert ENCODERS.get("conv1d") is Conv1DEncoder and DECODERS.get("conv1d") is Conv1DDecoder
+    assert ENCODERS.get("mlp") is Encoder  # the default is unchanged
+    x = [counts(6, 40, 0), counts(6, 40, 1)]
+    encoder = ENCODERS.create("conv1d", latent_dim=3, filters=[4, 8], kernel_size=3, units=[16])
+    mean, var = encoder([tf.sparse.from_dense(x[0]), x[1]], onehot(6, 2))
+    assert tuple(mean.shape) == tuple(var.shape) == (6, 3) and bool(tf.reduce_all(var > 0))
+    dense_mean, _ = encoder(x, onehot(6, 2))
+    np.testing.assert_allclose(mean, dense_mean, rtol=1e-6)  # sparse input is densified per batch: same numbers
+    assert encoder.compute_output_shape([(None, 40)] * 2, (None, 2)) == ((None, 3), (None, 3))
+    decoder = DECODERS.create("conv1d", n_features=40, parameters=("logits", "dispersion"), filters=[4, 8],
+                              kernel_size=3)
+    out = decoder(mean, onehot(6, 2))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"logits": (6, 40), "dispersion": (6, 40)}
+    assert decoder.compute_output_shape((None, 3), (None, 2)) == {"logits": (None, 40), "dispersion": (None, 40)}
+    # No batch covariates (zero columns) is fine too.
+    assert tuple(Conv1DDecoder(40, ("logits",), filters=[4])(mean, tf.zeros((6, 0)))["logits"].shape) == (6, 40)
+
+
+def test_modalities_with_different_bins_are_an_error():
+    with pytest.raises(ValueError, match=r"\[40, 30\] features; align them with the bin_genome QC step"):
+        Conv1DEncoder(3, filters=[4]).build([(None, 40), (None, 30)], (None, 2))
+    with pytest.raises(ValueError, match="chromosome_sizes sum to 10"):
+        Conv1DDecoder(40, ("logits",), chromosome_sizes=[4, 6])
+
+
+@pytest.mark.parametrize("kernel, strides", [(3, None), (5, 2)])
+def test_config_round_trip_gives_identical_outputs(kernel, strides):
+    x, batch = [counts(5, 23, 2)], onehot(5, 3)
+    kw = {"filters": [4, 6], "kernel_size": kernel, "strides": strides, "chromosome_sizes": [10, 13]}
+    encoder = Conv1DEncoder(2, units=[8], dropout=0.1, **kw)
+    mean, var = encoder(x, batch)
+    # Move the batch-norm statistics away from their initial values so that they matter.
+    encoder(x, batch, training=True)
+    mean, var = encoder(x, batch)
+    again_mean, again_var = round_trip(encoder)(x, batch)
+    np.testing.assert_array_equal(again_mean, mean)
+    np.testing.assert_array_equal(again_var, var)
+    decoder = Conv1DDecoder(23, ("logits", "dispersion"), dropout=0.1, **kw)
+    out = decoder(mean, batch)
+    restored = round_trip(decoder)(mean, batch)
+    for p in out:
+        np.testing.assert_array_equal(restored[p], out[p])
+
+
+def _changed_positions(encoder: Conv1DEncoder, bin_: int, n_bins: int = 12) -> list[int]:
+    """Positions of the last conv block's output that change when one input bin changes."""
+    base = np.ones((1, n_bins), np.float32)
+    bumped = base.copy()
+    bumped[0, bin_] += 5.0
+    a = encoder.conv_features([tf.constant(base)], training=False)
+    b = encoder.conv_features([tf.constant(bumped)], training=False)
+    return np.flatnonzero(np.abs(a.numpy() - b.numpy()).sum(-1)[0] > 1e-6).tolist()
+
+
+def _ones_encoder(**kw) -> Conv1DEncoder:
+    encoder = Conv1DEncoder(2, units=[], **kw)
+    encoder.build([(None, 12)], (None, 0))
+    for conv in encoder.convs:  # positive weights: batch norm (inference) and ReLU pass every change on
+        conv.kernel.assign(tf.ones_like(conv.kernel))
+        conv.bias.assign(tf.zeros_like(conv.bias))
+    return encoder
+
+
+def test_no_window_spans_two_chromosomes():
+    # Chromosome 1 is bins 0-4, chromosome 2 bins 5-11; kernel = stride = 3.
+    padded = _ones_encoder(filters=[2], kernel_size=3, chromosome_sizes=[5, 7])
+    assert padded.layout == conv_layout([5, 7], [3], [3]) == [
+        {"n": [5, 7], "padded": [6, 9], "windows": [2, 3], "out": [2, 3]}]
+    # Windows: chr1 [0-2], [3-4 + a zero]; chr2 [5-7], [8-10], [11 + two zeros].
+    assert _changed_positions(padded, 4) == [1]  # the last bin of chromosome 1 ...
+    assert _changed_positions(padded, 5) == [2]  # ... and the first of chromosome 2 share no window
+    assert _changed_positions(padded, 11) == [4]
+    # Without chromosome_sizes the window [3-5] mixes the two chromosomes.
+    plain = _ones_encoder(filters=[2], kernel_size=3)
+    assert _changed_positions(plain, 4) == [1] and _changed_positions(plain, 5) == [1]
+    # The padding holds at every layer: two layers, and overlapping windows (kernel 3 > stride 2).
+    for kw in ({"kernel_size": 3}, {"kernel_size": 3, "strides": 2}):
+        deep = _ones_encoder(filters=[2, 2], chromosome_sizes=[5, 7], **kw)
+        n_chr1 = deep.layout[-1]["out"][0]
+        changed = {b: _changed_positions(deep, b) for b in range(12)}
+        assert all(changed.values()), kw  # every bin reaches the output ...
+        assert all(p < n_chr1 for b in range(5) for p in changed[b]), kw  # ... of its own chromosome only
+        assert all(p >= n_chr1 for b in range(5, 12) for p in changed[b]), kw
+
+
+def test_decoder_keeps_chromosomes_apart_with_overlapping_kernels():
+    decoder = Conv1DDecoder(12, ("logits",), filters=[3], kernel_size=5, strides=2, chromosome_sizes=[5, 7])
+    decoder.build((None, 2), (None, 0))
+    head = decoder.heads["logits"]
+    head.kernel.assign(tf.ones_like(head.kernel))
+    n_chr1 = decoder.layout[0]["out"][0]
+    h = np.zeros((1, decoder.positions, 3), np.float32)
+    base = decoder._up(tf.constant(h), head, 0).numpy()[0, :, 0]
+    h[0, n_chr1 - 1] = 1.0  # the last position of chromosome 1 in the decoder's map
+    changed = np.flatnonzero(decoder._up(tf.constant(h), head, 0).numpy()[0, :, 0] != base)
+    assert changed.size and changed.max() < 5  # only bins of chromosome 1
+
+
+def test_conv_encoder_has_far_fewer_parameters_than_the_mlp_encoder():
+    shapes = ([(None, 2000)], (None, 2))
+    conv, mlp = Conv1DEncoder(20, filters=[32], kernel_size=11), Encoder(20)
+    conv.build(*shapes)
+    mlp.build(*shapes)
+    print(f"parameters on 2,000 bins, latent 20: Conv1D K11/S11 {conv.count_params():,}, MLP {mlp.count_params():,}")
+    assert conv.count_params() < 0.5 * mlp.count_params()
+
+
+def test_cavachon_with_conv_modules_trains_and_saves(tmp_path):
+    data = simulate(n_cells=300, n_batches=2, n_atac=96, n_rna=96, seed=5)
+    for name in ("atac", "rna"):
+        data.modality(name).likelihood = "poisson"
+    conv = {"filters": [8], "kernel_size": 5, "chromosome_sizes": [40, 56]}
+    spec = {"name": "joint", "modalities": ["atac", "rna"], "latent_dim": 4,
+            "encoder": {"class": "conv1d", "units": [16], **conv}, "decoder": {"class": "conv1d", **conv}}
+    model = CAVACHON.from_data(data, [spec], seed=0, pretrain_epochs=0)
+    component = model.components["joint"]
+    assert isinstance(component.encoder, Conv1DEncoder)
+    assert all(isinstance(d, Conv1DDecoder) for d in component.decoders.values())
+    model.compile()
+    loss = model.fit(data, epochs=3, batch_size=64, verbose=0).history["loss"]
+    print("conv1d CAVACHON loss per epoch:", [round(float(v), 2) for v in loss])
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]
+    path = tmp_path / "conv.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.get_latent_representation(data)["z_joint"],
+                                  model.get_latent_representation(data)["z_joint"])
