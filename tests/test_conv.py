@@ -160,3 +160,25 @@ def test_cavachon_with_conv_modules_trains_and_saves(tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(loaded.get_latent_representation(data)["z_joint"],
                                   model.get_latent_representation(data)["z_joint"])
+
+
+def test_from_data_fills_in_the_chromosome_sizes_of_binned_modalities():
+    """Encoder and decoder pad the data's chromosomes without the user repeating them in both specs."""
+    data = simulate(n_cells=60, n_batches=2, n_atac=96, n_rna=96, seed=5)
+    for name in ("atac", "rna"):
+        data.modality(name).likelihood = "poisson"
+        data.mod[name].var["chrom"] = ["chr1"] * 40 + ["chr2"] * 56
+    conv = {"class": "conv1d", "filters": [4], "kernel_size": 5}
+    spec = {"name": "joint", "modalities": ["atac", "rna"], "latent_dim": 2, "encoder": conv, "decoder": "conv1d"}
+    model = CAVACHON.from_data(data, [spec], seed=0, pretrain_epochs=0)
+    component = model.components["joint"]
+    assert component.encoder.get_config()["chromosome_sizes"] == [40, 56]
+    assert all(d.get_config()["chromosome_sizes"] == [40, 56] for d in component.decoders.values())
+    # Sizes the user gives win; modalities on different bins get none (the encoder names the mismatch).
+    mine = {**conv, "chromosome_sizes": [48, 48]}
+    model = CAVACHON.from_data(data, [{**spec, "encoder": mine}], seed=0, pretrain_epochs=0)
+    assert model.components["joint"].encoder.get_config()["chromosome_sizes"] == [48, 48]
+    data.mod["rna"].var["chrom"] = ["chr1"] * 50 + ["chr2"] * 46
+    from cavachon_like.model.specs import chromosome_sizes_of
+
+    assert chromosome_sizes_of(data, ["atac", "rna"]) is None and chromosome_sizes_of(data, ["atac"]) == [40, 56]

@@ -21,11 +21,13 @@ from .marginal import marginal_log_likelihood
 from .prediction import predict_modality
 from .specs import (
     check_components,
+    chromosome_sizes_of,
     check_data,
     default_units,
     make_component,
     modality_specs_of,
     normalize_modalities,
+    with_chromosome_sizes,
     with_default_units,
 )
 from .stages import fit_model
@@ -147,17 +149,20 @@ class CAVACHON(keras.Model, MultimodalModel):
 
         Encoders and decoders that set no ``units`` get widths scaled to the number of
         cells (:func:`~cavachon_like.model.specs.default_units`): 256-128 up to about
-        32,000 cells, 512-256-128 above.
+        32,000 cells, 512-256-128 above. ``conv1d`` modules that set no ``chromosome_sizes``
+        get the bins per chromosome of genome-binned modalities (a ``chrom`` var column).
         """
         modalities = modality_specs_of(data, components)
         units = default_units(data.n_obs)
         components = [
             {
                 **c,
-                "encoder": with_default_units(c.get("encoder"), units),
-                "decoder": with_default_units(c.get("decoder"), units[::-1]),
+                "encoder": with_chromosome_sizes(with_default_units(c.get("encoder"), units), sizes),
+                "decoder": with_chromosome_sizes(with_default_units(c.get("decoder"), units[::-1]), sizes),
             }
             for c in components
+            for sizes in [chromosome_sizes_of(data, [c["modalities"]] if isinstance(c["modalities"], str)
+                                              else c["modalities"])]
         ]
         return cls(modalities=modalities, components=components, **kwargs)
 

@@ -5,6 +5,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from ..data.genome import chromosome_boundaries
 from ..module import Component, split_spec
 from ..module.component import DEFAULT_LATENT_DIM
 
@@ -121,6 +124,28 @@ def with_default_units(spec: str | dict | None, units: Sequence[int]) -> str | d
     if alias != "mlp" or "units" in kwargs:
         return spec
     return {**({} if spec is None or isinstance(spec, str) else dict(spec)), "units": list(units)}
+
+
+def chromosome_sizes_of(data: Any, modalities: Sequence[str]) -> list[int] | None:
+    """Bins per chromosome of ``modalities`` when they are binned on the genome (a ``chrom`` var
+    column, as the ``bin_genome`` QC step writes) and share their bins; else None."""
+    frames = [data.mod[m].var for m in modalities]
+    if any("chrom" not in var.columns for var in frames):
+        return None
+    chroms = [var["chrom"].astype(str).to_numpy() for var in frames]
+    if any(len(c) != len(chroms[0]) or (c != chroms[0]).any() for c in chroms[1:]):
+        return None  # not aligned: the conv encoder says so when it sees the sizes
+    starts = chromosome_boundaries(frames[0]).to_numpy()
+    return np.diff(np.r_[starts, len(frames[0])]).astype(int).tolist()
+
+
+def with_chromosome_sizes(spec: str | dict | None, sizes: Sequence[int] | None) -> str | dict | None:
+    """A ``conv1d`` module ``spec`` with the data's ``chromosome_sizes`` filled in when it sets none,
+    so that encoder and decoder pad the same chromosomes."""
+    alias, kwargs = split_spec(spec, "mlp")
+    if alias != "conv1d" or sizes is None or "chromosome_sizes" in kwargs:
+        return spec
+    return {**({"class": alias} if isinstance(spec, str) else dict(spec)), "chromosome_sizes": list(sizes)}
 
 
 def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any, supports: Mapping[str, str]) -> None:
