@@ -21,8 +21,8 @@ from .marginal import marginal_log_likelihood
 from .prediction import predict_modality
 from .specs import (
     check_components,
-    chromosome_sizes_of,
     check_data,
+    chromosome_sizes_of,
     default_units,
     make_component,
     modality_specs_of,
