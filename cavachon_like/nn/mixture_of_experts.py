@@ -64,17 +64,10 @@ class MixtureOfExperts(ProductOfExperts):
         One encoder layer per modality, in the order of :meth:`call`'s inputs.
     """
 
-    def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: Sequence[tf.Tensor],
-             present: Sequence[tf.Tensor] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Mean and variance of the mixture; ``present`` drops experts per cell."""
-        if len(x) != len(self.experts):
-            raise ValueError(f"{self.name} has {len(self.experts)} experts but got {len(x)} inputs.")
-        means, variances = self.experts_of(x, batch)
-        return mixture_moments(means, variances, present)
-
     @staticmethod
     def combine(means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor],
                 present: Sequence[tf.Tensor] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """The mixture's mean and variance; calling the layer returns them for all experts."""
         return mixture_moments(means, variances, present)
 
     @staticmethod

@@ -73,11 +73,11 @@ class ProductOfExperts(keras.layers.Layer):
 
     def call(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: Sequence[tf.Tensor],
              present: Sequence[tf.Tensor] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Joint mean and variance; ``present`` as in :func:`product_of_gaussians`."""
+        """Joint mean and variance (:meth:`combine`); ``present`` as in :func:`product_of_gaussians`."""
         if len(x) != len(self.experts):
             raise ValueError(f"{self.name} has {len(self.experts)} experts but got {len(x)} inputs.")
         means, variances = self.experts_of(x, batch)
-        return product_of_gaussians(means, variances, present)
+        return self.combine(means, variances, present)
 
     @staticmethod
     def combine(means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor],
