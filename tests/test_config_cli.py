@@ -24,6 +24,22 @@ def test_shipped_configs_validate(snare_path):
     assert snare["data"]["modalities"]["rna"]["likelihood"] == "zinb"
 
 
+def test_convnet_configs_compare_like_with_like(snare_path):
+    """The ConvNet-VAE config and its fully connected counterpart differ in the modules only, and the
+    gene table they bin RNA with resolves from the config file's folder, whatever the working folder."""
+    conv, fc = (load_config(CONFIGS / name, {"data.path": str(snare_path)})
+                for name in ("convnet.yaml", "convnet_fc.yaml"))
+    assert conv["data"] == fc["data"] and conv["training"] == fc["training"]
+    binning = conv["data"]["qc"][-1]
+    assert binning["step"] == "bin_genome" and Path(binning["gene_table"]).is_absolute()
+    assert Path(binning["gene_table"]).exists()
+    (conv_component,), (fc_component,) = conv["model"]["components"], fc["model"]["components"]
+    assert conv_component["encoder"]["class"] == conv_component["decoder"]["class"] == "conv1d"
+    assert fc_component["encoder"]["class"] == fc_component["decoder"]["class"] == "mlp"
+    differing = {k for k in conv_component if conv_component[k] != fc_component.get(k)}
+    assert differing == {"encoder", "decoder"}
+
+
 @pytest.mark.parametrize(
     "config, message",
     [
@@ -36,6 +52,9 @@ def test_shipped_configs_validate(snare_path):
         ({"model": {"components": COMPONENTS}, "data": {"modalities": {"rna": {"likelihod": "zinb"}}}},
          r"data.modalities.rna.likelihod: unknown key"),
         ({"model": {"components": COMPONENTS}, "plugins": ["no_such_module_xyz"]}, r"plugins: cannot import"),
+        ({"model": {"components": COMPONENTS},
+          "data": {"qc": [{"step": "bin_genome", "modality": "atac", "gene_table": "genes.tsv.gz", "genes": "atac"}]}},
+         r"data.qc\[0\].gene_table: file not found: .*genes.tsv.gz \(relative paths are read from the config file"),
     ],
 )
 def test_config_errors_name_the_key(config, message, tmp_path):

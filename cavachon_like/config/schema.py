@@ -50,6 +50,8 @@ SCHEMA: dict[str, Any] = {
 }
 MODALITY_SPEC_KEYS = {"likelihood": (str,), "batch_key": (str, list, type(None))}
 DATA_SOURCES = ("path", "h5ad", "tenx", "simulate")
+#: Keys of QC steps that name files (``bin_genome``): resolved like ``data.path``.
+QC_FILE_KEYS = ("gene_table", "blacklist")
 
 
 class ConfigError(InputError):
@@ -124,6 +126,15 @@ def _check_semantics(config: dict[str, Any], base: Path) -> None:
     for i, step in enumerate(data["qc"]):
         if not isinstance(step, dict) or "step" not in step:
             raise ConfigError(f"data.qc[{i}]: expected a mapping with a 'step' key.")
+        # Files a QC step reads, like data.path, are relative to the YAML file, so a shipped
+        # config finds them from any working directory.
+        for key in QC_FILE_KEYS:
+            if isinstance(step.get(key), str):
+                path = (base / step[key]).expanduser()
+                if not path.exists():
+                    raise ConfigError(f"data.qc[{i}].{key}: file not found: {path} (relative paths are read from "
+                                      "the config file's folder).")
+                step[key] = str(path)
     for i, component in enumerate(config["model"]["components"]):
         if not isinstance(component, dict):
             raise ConfigError(f"model.components[{i}]: expected a mapping, got {type(component).__name__}.")
