@@ -1,4 +1,4 @@
-"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, decoders."""
+"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, vector quantisation, decoders."""
 from .conv import Conv1DDecoder, Conv1DEncoder
 from .decoder import DECODERS, Decoder
 from .encoder import ENCODERS, Encoder
@@ -7,6 +7,7 @@ from .mixture_of_experts import MixtureOfExperts, log_mixture_density, mixture_m
 from .mlp import MLP
 from .preprocessor import PREPROCESSORS, Preprocessor, library_size
 from .product_of_experts import ProductOfExperts, product_of_gaussians
+from .quantizer import VectorQuantizer, perplexity
 
 __all__ = [
     "DECODERS",
@@ -22,8 +23,10 @@ __all__ = [
     "MixtureOfExperts",
     "Preprocessor",
     "ProductOfExperts",
+    "VectorQuantizer",
     "library_size",
     "log_mixture_density",
     "mixture_moments",
+    "perplexity",
     "product_of_gaussians",
 ]

@@ -1,0 +1,141 @@
+"""VectorQuantizer: nearest codes, straight-through gradients, the EMA update of paper 002
+(Appendix A), dead-code restarts, serialisation and tf.distribute."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cavachon_like.nn import VectorQuantizer, perplexity
+
+pytestmark = pytest.mark.floor  # a Keras layer with state: also on the dependency floor
+
+
+def clustered(n: int = 512, dim: int = 8, centres: int = 4, offset: float = 20.0, seed: int = 0) -> np.ndarray:
+    """``centres`` tight clusters far from the origin, where a fresh codebook is not."""
+    rng = np.random.default_rng(seed)
+    means = offset + 5.0 * rng.normal(size=(centres, dim))
+    return (means[rng.integers(0, centres, n)] + 0.1 * rng.normal(size=(n, dim))).astype("float32")
+
+
+def test_forward_is_the_nearest_code_and_gradients_pass_straight_through():
+    vq = VectorQuantizer(n_codes=16, beta=0.25, seed=0)
+    z = tf.constant(np.random.default_rng(1).normal(size=(32, 4)).astype("float32"))
+    weights = tf.constant(np.random.default_rng(2).normal(size=(32, 4)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        quantized, codes, commitment = vq(z)
+        loss = tf.reduce_sum(quantized * weights)
+    codebook = vq.codebook.numpy()
+    brute = ((z.numpy()[:, None, :] - codebook[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(codes.numpy(), brute)
+    np.testing.assert_allclose(quantized.numpy(), codebook[brute], rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(loss, z).numpy(), weights.numpy(), rtol=1e-6)  # identity
+    np.testing.assert_allclose(commitment.numpy(), 0.25 * ((z.numpy() - codebook[brute]) ** 2).sum(1), rtol=1e-5)
+
+
+def test_commitment_gradient_pulls_the_encoder_towards_its_code_only():
+    vq = VectorQuantizer(n_codes=8, beta=0.5, seed=0)
+    z = tf.Variable(np.random.default_rng(3).normal(size=(10, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        _, codes, commitment = vq(z)
+        loss = tf.reduce_sum(commitment)
+    e_z = vq.codebook.numpy()[codes.numpy()]
+    np.testing.assert_allclose(tape.gradient(loss, z).numpy(), 2 * 0.5 * (z.numpy() - e_z), rtol=1e-5)
+    assert not vq.trainable_weights  # the codebook learns by moving averages, never by gradients
+
+
+def test_training_step_is_the_ema_update_of_paper_002():
+    decay, eps = 0.9, 1e-5
+    vq = VectorQuantizer(n_codes=6, decay=decay, restart_below=0.0, epsilon=eps, seed=4)
+    z = np.random.default_rng(5).normal(size=(40, 3)).astype("float32")
+    vq.build(z.shape)
+    counts0, sums0, codebook0 = vq.counts.numpy(), vq.sums.numpy(), vq.codebook.numpy()
+    quantized, codes, _ = vq(tf.constant(z), training=True)
+    codes = codes.numpy()
+    np.testing.assert_allclose(quantized.numpy(), codebook0[codes], rtol=1e-6)  # quantised before the update
+    n = np.bincount(codes, minlength=6)
+    sums = np.stack([z[codes == i].sum(0) for i in range(6)])
+    counts = decay * counts0 + (1 - decay) * n
+    expected_sums = decay * sums0 + (1 - decay) * sums
+    smoothed = (counts + eps) / (counts.sum() + 6 * eps) * counts.sum()
+    np.testing.assert_allclose(vq.counts.numpy(), counts, rtol=1e-5)
+    np.testing.assert_allclose(vq.sums.numpy(), expected_sums, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vq.codebook.numpy(), expected_sums / smoothed[:, None], rtol=1e-4, atol=1e-6)
+    before = vq.codebook.numpy()
+    vq(tf.constant(z), training=False)
+    np.testing.assert_array_equal(vq.codebook.numpy(), before)  # inference never moves the codebook
+
+
+def fit_codebook(restart_below: float, steps: int = 150) -> tuple[VectorQuantizer, np.ndarray]:
+    data = clustered()
+    vq = VectorQuantizer(n_codes=16, decay=0.9, restart_below=restart_below, seed=0)
+    rng = np.random.default_rng(6)
+    for _ in range(steps):
+        vq(tf.constant(data[rng.choice(len(data), 128, replace=False)]), training=True)
+    return vq, data
+
+
+def test_dead_code_restarts_put_unused_codes_on_the_data():
+    restarted, data = fit_codebook(restart_below=1e-2)
+    frozen, _ = fit_codebook(restart_below=0.0)
+    _, codes, commitment = restarted(tf.constant(data))
+    _, frozen_codes, frozen_commitment = frozen(tf.constant(data))
+    # Four clusters far from the initial codes: without restarts one or two codes take every
+    # cell and sit between clusters; with restarts each cluster gets codes of its own.
+    assert len(np.unique(frozen_codes)) <= 2
+    assert len(np.unique(codes)) >= 4 and perplexity(codes, 16) > 3.0
+    assert float(np.mean(commitment)) < 0.1 * float(np.mean(frozen_commitment))
+
+
+def test_perplexity_counts_the_codes_in_effective_use():
+    assert perplexity(np.zeros(50, int), 8) == pytest.approx(1.0)
+    assert perplexity(np.arange(64) % 8, 8) == pytest.approx(8.0)
+    assert 1.0 < perplexity(np.r_[np.zeros(90, int), np.ones(10, int)], 8) < 2.0
+
+
+def test_same_seed_same_codebook_and_bad_arguments():
+    a, _ = fit_codebook(1e-2, steps=20)
+    b, _ = fit_codebook(1e-2, steps=20)
+    np.testing.assert_array_equal(a.codebook.numpy(), b.codebook.numpy())
+    with pytest.raises(ValueError, match="decay must be in"):
+        VectorQuantizer(decay=1.0)
+    with pytest.raises(ValueError, match="n_codes must be at least 2"):
+        VectorQuantizer(n_codes=1)
+
+
+def test_keras_round_trip_keeps_the_trained_codebook(tmp_path):
+    vq, data = fit_codebook(1e-2, steps=30)
+    inputs = keras.Input((data.shape[1],))
+    quantized, codes, _ = vq(inputs)
+    model = keras.Model(inputs, [quantized, codes])
+    path = tmp_path / "vq.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for before, after in zip(model.predict(data, verbose=0), loaded.predict(data, verbose=0)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_mirrored_update_equals_the_single_device_update_on_the_global_batch():
+    assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest configures two logical CPUs"
+    data = clustered(n=64)
+    single = VectorQuantizer(n_codes=16, decay=0.5, restart_below=0.3, seed=7)
+    single.build(data.shape)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = VectorQuantizer(n_codes=16, decay=0.5, restart_below=0.3, seed=7)
+        mirrored.build(data.shape)
+    np.testing.assert_array_equal(single.codebook.numpy(), mirrored.codebook.numpy())
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(data).batch(64))
+
+    @tf.function
+    def step(batch):
+        strategy.run(lambda z: mirrored(z, training=True), args=(batch,))
+
+    for _ in range(3):  # decay 0.5 and a high threshold: codes die and restart within these steps
+        single(tf.constant(data), training=True)
+        for batch in dataset:
+            step(batch)
+    np.testing.assert_allclose(mirrored.counts.numpy(), single.counts.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(mirrored.codebook.numpy(), single.codebook.numpy(), rtol=1e-4, atol=1e-5)
