@@ -2,7 +2,7 @@
 
 The package is layered like the data flow:
 
-- :mod:`cavachon_like.data`: ``Modality``/``MultiModality``, readers, QC, ``tf.data``, simulator;
+- :mod:`cavachon_like.data`: ``Modality``/``MultiModality``, readers, QC, ``tf.data``, simulators;
 - :mod:`cavachon_like.distributions`: likelihoods and priors (TensorFlow Probability);
 - :mod:`cavachon_like.nn`: Keras layers (preprocessor, encoders, decoder);
 - :mod:`cavachon_like.module`: ``Component``, one latent variable with its modules;
@@ -18,11 +18,20 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:  # what the names are, for type checkers and editors; at run time they load on first use
-    from .data import Modality, MultiModality, read_10x, read_h5ad, read_h5mu, simulate
+    from .data import (
+        Modality,
+        MultiModality,
+        read_10x,
+        read_h5ad,
+        read_h5mu,
+        simulate,
+        simulate_binned,
+    )
     from .model import CAVACHON
     from .seed import set_seed
 
-__all__ = ["CAVACHON", "Modality", "MultiModality", "read_10x", "read_h5ad", "read_h5mu", "set_seed", "simulate"]
+__all__ = ["CAVACHON", "Modality", "MultiModality", "read_10x", "read_h5ad", "read_h5mu", "set_seed", "simulate",
+           "simulate_binned"]
 __version__ = "0.1.0"
 
 #: Public name -> the submodule defining it.
@@ -35,6 +44,7 @@ _LAZY = {
     "read_h5mu": ".data",
     "set_seed": ".seed",
     "simulate": ".data",
+    "simulate_binned": ".data",
 }
 
 

@@ -1,6 +1,7 @@
 """Run a validated configuration: load data, build, train, write outputs."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
@@ -14,13 +15,24 @@ import pandas as pd
 
 from ..analysis import degenerate_clustering
 from ..atomic import write_atomically
-from ..data import MultiModality, read_10x_multi, read_h5ad, read_h5mu, simulate
+from ..data import (
+    MultiModality,
+    read_10x_multi,
+    read_h5ad,
+    read_h5mu,
+    simulate,
+    simulate_binned,
+)
 from ..errors import InputError, input_phase
 from ..model import CAVACHON
 from ..seed import set_seed
 from ..train.checkpoint import FILENAME
+from .schema import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: ``data.simulate.kind`` -> the simulator it runs; the other keys of ``data.simulate`` are its arguments.
+SIMULATORS = {"cells": simulate, "binned": simulate_binned}
 
 
 def load_data(data_config: dict[str, Any], seed: int = 0) -> MultiModality:
@@ -39,7 +51,17 @@ def load_data(data_config: dict[str, Any], seed: int = 0) -> MultiModality:
     elif data_config["tenx"] is not None:
         data = read_10x_multi(data_config["tenx"], **kwargs)
     elif data_config["simulate"] is not None:
-        data = simulate(**{"seed": seed, **data_config["simulate"]})
+        options = dict(data_config["simulate"])  # a copy: the config is saved and compared on resume
+        kind = options.pop("kind", "cells")
+        if not isinstance(kind, str) or kind not in SIMULATORS:
+            raise ConfigError(f"data.simulate.kind: unknown simulator {kind!r}; accepted kinds: {list(SIMULATORS)} "
+                              "('cells': paired ATAC + RNA, 'binned': channels on shared genomic bins).")
+        accepted = list(inspect.signature(SIMULATORS[kind]).parameters)
+        unknown = [k for k in options if k not in accepted]
+        if unknown:
+            raise ConfigError(f"data.simulate: {unknown} are not options of the {kind!r} simulator; accepted: "
+                              f"{accepted}.")
+        data = SIMULATORS[kind](**{"seed": seed, **options})
         if likelihoods or batch_key:
             data = MultiModality(data, likelihoods=likelihoods, batch_key=batch_key)
     else:

@@ -1,4 +1,4 @@
-"""Data layer: modalities, paired multi-modal data, readers, QC, genomic bins, tf.data pipelines, simulation.
+"""Data layer: modalities, paired multi-modal data, readers, QC, genomic bins, tf.data pipelines, simulators.
 
 ``MultiModality.to_dataset`` imports TensorFlow on first use, so reading files and
 running QC stay light.
@@ -34,6 +34,7 @@ from .readers import (
     read_h5mu,
 )
 from .simulate import simulate
+from .simulate_binned import simulate_binned
 from .support import SUPPORTS, register_support, support_of
 
 __all__ = [
@@ -66,5 +67,6 @@ __all__ = [
     "register_support",
     "resolve_groups",
     "simulate",
+    "simulate_binned",
     "support_of",
 ]
