@@ -51,6 +51,17 @@ def test_registered_by_alias_and_shapes_with_dense_and_sparse_channels():
     assert tuple(Conv1DDecoder(40, ("logits",), filters=[4])(mean, tf.zeros((6, 0)))["logits"].shape) == (6, 40)
 
 
+def test_sparse_input_without_any_padding_keeps_its_length_in_a_graph():
+    """Chromosomes that are multiples of the stride need no padding: the densified sparse input
+    alone must still carry its static length to the flatten (a traced train step failed here)."""
+    encoder = Conv1DEncoder(latent_dim=3, filters=[4], kernel_size=5, chromosome_sizes=[100, 50], units=[])
+    x = tf.sparse.from_dense(counts(6, 150))
+    graph = tf.function(lambda s: encoder([s], onehot(6, 2)),
+                        input_signature=[tf.SparseTensorSpec([None, 150], tf.float32)])
+    mean, _ = graph(x)
+    np.testing.assert_allclose(mean, encoder([tf.sparse.to_dense(x)], onehot(6, 2))[0], rtol=1e-5, atol=1e-6)
+
+
 def test_modalities_with_different_bins_are_an_error():
     with pytest.raises(ValueError, match=r"\[40, 30\] features; align them with the bin_genome QC step"):
         Conv1DEncoder(3, filters=[4]).build([(None, 40), (None, 30)], (None, 2))

@@ -264,7 +264,9 @@ class Conv1DEncoder(Encoder):
         """The last Conv1D block's output ``(B, positions, filters[-1])`` (padding positions dropped)."""
         if not self.layout:
             self._set_layout(self._n_bins([tuple(t.shape) for t in x]))
-        h = tf.stack([_dense(t) for t in x], axis=-1)
+        # Densified sparse input has no static length; without padding (every chromosome a
+        # multiple of the stride) nothing would restore it before the flatten needs it.
+        h = tf.ensure_shape(tf.stack([_dense(t) for t in x], axis=-1), [None, sum(self.layout[0]["n"]), len(x)])
         for conv, norm, pad, crop in zip(self.convs, self.conv_norms, self._pad_index, self._crop_index):
             h = _regather(conv(_regather(h, pad)), crop)
             h = self._block(h, norm, training)
