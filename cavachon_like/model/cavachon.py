@@ -11,6 +11,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..module import Component
+from ..nn import codebook_usage
 from ..seed import seeded
 from ..train import MODES, global_mean
 from .attribution import conditional_attribution
@@ -135,6 +136,12 @@ class CAVACHON(keras.Model, MultimodalModel):
         self.nll_trackers = {
             m: keras.metrics.Mean(name=f"{m}_nll") for c in self.graph.order for m in self.graph.modalities(c)
         }
+        # Codebook usage of quantised latents, per batch (VQ-VAE practice: a falling perplexity
+        # means codes are dying).
+        self.usage_trackers = {
+            c: {k: keras.metrics.Mean(name=f"{c}_{k}") for k in ("perplexity", "codes_in_use")}
+            for c in self.graph.order if self.components[c].posterior == "vq"
+        }
         self._compile_kwargs: dict[str, Any] | None = None
         # Weight of the KL terms: ramped from 0 during pre-training and any KL warm-up, else 1.
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
@@ -237,11 +244,16 @@ class CAVACHON(keras.Model, MultimodalModel):
             component.trainable = False
             component.trainable = name in self._active
 
-    def _update_trackers(self, terms: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def _update_trackers(self, terms: Mapping[str, tf.Tensor], outputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         self.loss_tracker.update_state(tf.add_n(list(terms.values())))
         logs = {"loss": self.loss_tracker.result()}
         for name in self._active:
             self.kl_trackers[name].update_state(terms[f"{name}_kl"])
+            if name in self.usage_trackers and "codes" in outputs[name]:
+                usage = codebook_usage(outputs[name]["codes"], self.components[name].n_codes)
+                for tracker, value in zip(self.usage_trackers[name].values(), usage):
+                    tracker.update_state(value)
+                    logs[tracker.name] = tracker.result()
             logs[f"{name}_kl"] = self.kl_trackers[name].result()
             for m in self.graph.modalities(name):
                 self.nll_trackers[m].update_state(terms[f"{m}_nll"])
@@ -255,12 +267,12 @@ class CAVACHON(keras.Model, MultimodalModel):
             loss = self.optimizer.scale_loss(global_mean(per_cell))
         weights = self.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return self._update_trackers(terms)
+        return self._update_trackers(terms, outputs)
 
     def test_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         outputs = self(data, training=False, sample=self.sample_latent, components=self._active)
         _, terms = self.loss_terms(data["x"], outputs, self._active)
-        return self._update_trackers(terms)
+        return self._update_trackers(terms, outputs)
 
     def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         outputs = self(data, training=False, sample=False, decode=False)

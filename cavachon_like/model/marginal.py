@@ -24,6 +24,11 @@ def marginal_log_likelihood(model: Any, data: Any, n_samples: int = 100, indices
     """See :meth:`~cavachon_like.model.base.MultimodalModel.marginal_log_likelihood`."""
     if int(n_samples) < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples}.")
+    quantised = [c for c in model.latent_names if model.components[c].n_codes]
+    if quantised:
+        raise ValueError(f"components {quantised} have a quantised latent (posterior: vq), a point mass with no "
+                         "density: importance sampling has no proposal to weigh. Compare such models by their "
+                         "held-out reconstruction (the *_nll terms of model.evaluate(model.make_dataset(data))) instead.")
     cells = np.arange(data.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
     dataset = model.make_dataset(data, batch_size=batch_size, shuffle=False, indices=cells)
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ COMPONENT_KEYS = {
     "decoder",
     "hierarchical_encoder",
     "preprocessor",
+    "quantizer",
 }
 MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
 
@@ -215,6 +216,7 @@ def make_component(name: str, by_name: Mapping[str, dict[str, Any]], modality_sp
             decoder=spec.get("decoder"),
             hierarchical_encoder=spec.get("hierarchical_encoder"),
             preprocessor=spec.get("preprocessor"),
+            quantizer=spec.get("quantizer"),
             seed=seed,
             name=name,
         )

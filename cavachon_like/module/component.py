@@ -15,6 +15,7 @@ from ..nn import (
     PREPROCESSORS,
     MixtureOfExperts,
     ProductOfExperts,
+    QuantizedExperts,
     library_size,
     log_mixture_density,
 )
@@ -22,9 +23,9 @@ from .spec import build_from_spec
 
 DEFAULT_LATENT_DIM = 20
 #: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
-POSTERIORS = ("concat", "poe", "moe")
+POSTERIORS = ("concat", "poe", "moe", "vq")
 #: The posteriors built from one encoder (expert) per modality.
-EXPERT_POSTERIORS = {"poe": ProductOfExperts, "moe": MixtureOfExperts}
+EXPERT_POSTERIORS = {"poe": ProductOfExperts, "moe": MixtureOfExperts, "vq": QuantizedExperts}
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -63,8 +64,14 @@ class Component(keras.layers.Layer):
         any subset of the modalities, so one predicts the others) or ``"moe"`` (the
         same experts mixed with equal weights, :class:`~cavachon_like.nn.MixtureOfExperts`,
         trained with scMM's stratified ELBO: one sample per expert decodes every
-        modality, so each modality learns to reconstruct the others). The encoder spec
-        applies to every expert.
+        modality, so each modality learns to reconstruct the others) or ``"vq"`` (CVQVAE:
+        the experts' outputs quantised on one shared codebook,
+        :class:`~cavachon_like.nn.QuantizedExperts`; every expert's code decodes every
+        modality, and the KL term is replaced by the commitment and alignment losses).
+        The encoder spec applies to every expert.
+    quantizer
+        Options of :class:`~cavachon_like.nn.QuantizedExperts` for ``posterior="vq"``
+        (``n_codes``, ``decay``, ``beta``, ``restart_below``, ``alignment``).
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
@@ -87,6 +94,7 @@ class Component(keras.layers.Layer):
         decoder: str | dict | None = None,
         hierarchical_encoder: str | dict | None = None,
         preprocessor: str | dict | None = None,
+        quantizer: Mapping[str, Any] | None = None,
         seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -95,6 +103,8 @@ class Component(keras.layers.Layer):
             raise ValueError(f"component {self.name!r}: conditioned_on must be 'z_hat' or 'z', got {conditioned_on!r}.")
         if posterior not in POSTERIORS:
             raise ValueError(f"component {self.name!r}: posterior must be one of {POSTERIORS}, got {posterior!r}.")
+        if quantizer and posterior != "vq":
+            raise ValueError(f"component {self.name!r}: quantizer options apply to posterior: vq, not {posterior!r}.")
         if len(parents) != len(parent_dims):
             raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
         self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
@@ -110,6 +120,7 @@ class Component(keras.layers.Layer):
             "hierarchical_encoder": hierarchical_encoder,
             "preprocessor": preprocessor,
         }
+        self.quantizer = dict(quantizer or {})
         self.seed = seed
         self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
         self.preprocessors = {
@@ -119,10 +130,12 @@ class Component(keras.layers.Layer):
             for m, lik in self.likelihoods.items()
         }
         if posterior in EXPERT_POSTERIORS:
+            options = {"seed": seed, **self.quantizer} if posterior == "vq" else {}
             self.encoder = EXPERT_POSTERIORS[posterior](
                 [build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name=f"expert_{m}")
                  for m in self.modality_specs],
                 name="encoder",
+                **options,
             )
         else:
             self.encoder = build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name="encoder")
@@ -153,6 +166,11 @@ class Component(keras.layers.Layer):
     def has_experts(self) -> bool:
         """Whether q(z|x) is built from one encoder per modality (defined for any subset of them)."""
         return self.posterior in EXPERT_POSTERIORS
+
+    @property
+    def n_codes(self) -> int | None:
+        """The codebook size of a quantised latent (``posterior="vq"``), else None."""
+        return self.encoder.quantizer.n_codes if self.posterior == "vq" else None
 
     def build_shapes(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`build` that the modality specs and parents imply.
@@ -213,11 +231,14 @@ class Component(keras.layers.Layer):
         sample: bool = False,
         decode: bool = True,
         noise: tf.Tensor | None = None,
+        training: bool | None = None,
     ) -> dict[str, Any]:
         """Encode, sample (when ``sample``), incorporate parents and (when ``decode``) decode.
 
         ``noise`` (standard normal, (B, d)) replaces the layer's own draws when
-        sampling, so that analyses can draw reproducible posterior samples.
+        sampling, so that analyses can draw reproducible posterior samples. With
+        ``posterior="vq"``, ``z`` is the code of the experts' mean (``z_mean``), and
+        ``training`` (which Keras passes down from the model) moves the codebook.
 
         Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)) and,
         when decoding, ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
@@ -225,13 +246,15 @@ class Component(keras.layers.Layer):
         mods = self.modalities
         sizes = {m: library_size(x[m]) for m in mods}
         encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
-        if self.posterior == "moe" and sample and noise is None:
-            return self._stratified(x, batch, parents, encoded, sizes, decode)
+        if self.posterior in ("moe", "vq") and sample and noise is None:
+            return self._stratified(x, batch, parents, encoded, sizes, decode, bool(training) and self.trainable)
         if self.has_experts:
             z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods])
         else:
             z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
-        if sample:
+        if self.posterior == "vq":
+            z = self.encoder.quantized(z_mean)[0]
+        elif sample:
             if noise is None:
                 noise = keras.random.normal(tf.shape(z_mean), seed=self.noise)
             z = z_mean + tf.sqrt(z_var) * tf.cast(noise, z_mean.dtype)
@@ -245,9 +268,12 @@ class Component(keras.layers.Layer):
         return outputs
 
     def _stratified(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
-                    encoded: list[tf.Tensor], sizes: Mapping[str, tf.Tensor], decode: bool) -> dict[str, Any]:
+                    encoded: list[tf.Tensor], sizes: Mapping[str, tf.Tensor], decode: bool,
+                    update: bool = False) -> dict[str, Any]:
         """The training pass of a mixture of experts: one sample per expert (stratified sampling,
-        paper 003 Eq. 2), each decoded into every modality.
+        paper 003 Eq. 2), each decoded into every modality; for ``vq``, each expert's code
+        (paper 002's cross-training, plus each modality's own code), the codebook moving
+        when ``update``.
 
         The experts' samples are stacked along the batch axis (M * B rows, expert-major), so
         the hierarchical encoder and decoders run once. ``z``/``z_hat`` for the children are
@@ -257,8 +283,16 @@ class Component(keras.layers.Layer):
         means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
         n_experts = len(means)
         mean_stack, var_stack = tf.stack(means), tf.stack(variances)
-        noise = keras.random.normal(tf.shape(mean_stack), seed=self.noise)
-        z_stack = mean_stack + tf.sqrt(var_stack) * tf.cast(noise, mean_stack.dtype)  # (M, B, d)
+        latent_loss = None
+        if self.posterior == "vq":
+            quantized, codes, commitment = self.encoder.quantized(tf.reshape(mean_stack, [-1, self.latent_dim]),
+                                                                  update)
+            z_stack = tf.reshape(quantized, tf.shape(mean_stack))
+            latent_loss = (tf.reduce_mean(tf.reshape(commitment, [n_experts, -1]), axis=0)
+                           + self.encoder.alignment_loss(means))
+        else:
+            noise = keras.random.normal(tf.shape(mean_stack), seed=self.noise)
+            z_stack = mean_stack + tf.sqrt(var_stack) * tf.cast(noise, mean_stack.dtype)  # (M, B, d)
         n = tf.shape(mean_stack)[1]
         flat = tf.reshape(z_stack, [-1, self.latent_dim])
         z_hat_flat = self.hierarchical_encoder(flat, [tf.tile(p, [n_experts, 1]) for p in parents])
@@ -267,6 +301,9 @@ class Component(keras.layers.Layer):
         z_mean, z_var = self.encoder.combine(means, variances)
         outputs = {"z_mean": z_mean, "z_var": z_var, "z": tf.gather(flat, rows), "z_hat": tf.gather(z_hat_flat, rows),
                    "experts": {"mean": mean_stack, "var": var_stack, "z": z_stack}}
+        if latent_loss is not None:
+            outputs["experts"]["latent_loss"] = latent_loss
+            outputs["codes"] = codes
         if decode:
             outputs["raw"] = {m: self.decoders[m](z_hat_flat, tf.tile(batch[m], [n_experts, 1])) for m in mods}
             outputs["library_size"] = {m: tf.tile(sizes[m], [n_experts, 1]) for m in mods}
@@ -306,7 +343,8 @@ class Component(keras.layers.Layer):
                           params: Mapping[str, Mapping[str, tf.Tensor]], prior: Any) -> dict[str, Any]:
         """Paper 003 Eq. 2 per cell: the mean over experts m of ``-log p(x | z_m)`` and of
         ``log q(z_m | x) - log p(z_m)``, ``q`` the mixture: a one-sample estimate of its KL,
-        which has no closed form."""
+        which has no closed form. A quantised latent has no density: its ``kl`` term is the
+        commitment and alignment loss instead (paper 002, Eq. 1-2)."""
         n_experts = int(experts["z"].shape[0])
         nll = {}
         for m in self.modalities:
@@ -315,6 +353,8 @@ class Component(keras.layers.Layer):
             tiled = (tf.sparse.concat(0, [target] * n_experts) if isinstance(target, tf.SparseTensor)
                      else tf.tile(target, [n_experts, 1]))
             nll[m] = -tf.reduce_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), axis=0)
+        if "latent_loss" in experts:
+            return {"kl": experts["latent_loss"], "nll": nll}
         z = tf.cast(experts["z"], tf.float32)
         log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32))
         log_p = tf.reshape(prior.log_prob(tf.reshape(z, [-1, self.latent_dim])), [n_experts, -1])
@@ -330,5 +370,6 @@ class Component(keras.layers.Layer):
             "conditioned_on": self.conditioned_on,
             "posterior": self.posterior,
             **self.specs,
+            "quantizer": self.quantizer,
             "seed": self.seed,
         }

@@ -7,7 +7,8 @@ from .mixture_of_experts import MixtureOfExperts, log_mixture_density, mixture_m
 from .mlp import MLP
 from .preprocessor import PREPROCESSORS, Preprocessor, library_size
 from .product_of_experts import ProductOfExperts, product_of_gaussians
-from .quantizer import VectorQuantizer, perplexity
+from .quantized_experts import QuantizedExperts
+from .quantizer import VectorQuantizer, codebook_usage, perplexity
 
 __all__ = [
     "DECODERS",
@@ -23,7 +24,9 @@ __all__ = [
     "MixtureOfExperts",
     "Preprocessor",
     "ProductOfExperts",
+    "QuantizedExperts",
     "VectorQuantizer",
+    "codebook_usage",
     "library_size",
     "log_mixture_density",
     "mixture_moments",

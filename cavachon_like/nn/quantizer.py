@@ -40,13 +40,20 @@ def _replica_rows(value: tf.Tensor) -> tf.Tensor:
     return context.all_gather(value, axis=0) if context is not None else value
 
 
+def codebook_usage(codes: tf.Tensor | np.ndarray, n_codes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(perplexity, codes in use)`` of a set of code indices. The perplexity, ``exp`` of the
+    entropy of the code frequencies, is 1 when every cell uses one code and ``n_codes`` when
+    all codes are used equally: the effective number of codes in use."""
+    counts = tf.math.bincount(tf.cast(tf.reshape(codes, [-1]), tf.int32), minlength=n_codes, maxlength=n_codes,
+                              dtype=tf.float32)
+    p = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
+    entropy = -tf.reduce_sum(tf.math.multiply_no_nan(tf.math.log(p), p))
+    return tf.exp(entropy), tf.reduce_sum(tf.cast(counts > 0, tf.float32))
+
+
 def perplexity(codes: tf.Tensor | np.ndarray, n_codes: int) -> float:
-    """``exp(entropy)`` of the code frequencies: 1 when every cell uses one code, ``n_codes`` when
-    all codes are used equally; the effective number of codes in use."""
-    counts = np.bincount(np.asarray(codes).ravel(), minlength=n_codes).astype(float)
-    p = counts / max(counts.sum(), 1.0)
-    nonzero = p[p > 0]
-    return float(np.exp(-(nonzero * np.log(nonzero)).sum()))
+    """The perplexity of :func:`codebook_usage`, as a float."""
+    return float(codebook_usage(codes, n_codes)[0])
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
