@@ -19,6 +19,28 @@ class Registry:
         self._classes: dict[str, type] = {}
 
     def register(self, name: str, cls: type) -> type:
+        """Make ``cls`` available under ``name`` (case-insensitive).
+
+        Registering the same class again (or a class of the same qualified name, as when a
+        module is reloaded) is allowed; taking a name another class holds is not.
+
+        Parameters
+        ----------
+        name
+            The alias YAML files use.
+        cls
+            The class it names.
+
+        Returns
+        -------
+        type
+            ``cls``, so that the method can decorate a class.
+
+        Raises
+        ------
+        ValueError
+            When another class already holds ``name``.
+        """
         key = name.lower()
         existing = self._classes.get(key)
         if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
@@ -30,6 +52,22 @@ class Registry:
         return cls
 
     def get(self, name: str | type) -> type:
+        """The class registered under ``name``; a class is returned as it is.
+
+        Parameters
+        ----------
+        name
+            An alias (case-insensitive) or a class.
+
+        Returns
+        -------
+        type
+
+        Raises
+        ------
+        KeyError
+            For an unknown alias; the message lists the known ones.
+        """
         if isinstance(name, type):
             return name
         try:
@@ -41,9 +79,11 @@ class Registry:
             ) from None
 
     def create(self, name: str | type, **kwargs: Any) -> Any:
+        """An instance of the class :meth:`get` returns for ``name``, built with ``kwargs``."""
         return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
+        """The registered aliases, sorted."""
         return sorted(self._classes)
 
     def __contains__(self, name: object) -> bool:

@@ -3,8 +3,8 @@ latent traversal.
 
 Every analysis takes a trained model, through the public interface of
 :class:`~cavachon_like.model.MultimodalModel` only, and its
-:class:`~cavachon_like.MultiModality` (or arrays) and returns tables;
-:mod:`cavachon_like.plotting` draws them and :func:`analyze_run` does all of it
+:class:`~cavachon_like.data.MultiModality` (or arrays) and returns tables;
+:mod:`cavachon_like.plotting` draws them and :func:`~cavachon_like.analysis.report.analyze_run` does all of it
 for a folder written by ``cavachon-like train``.
 """
 from .attribution import attribution_by_cluster, top_attributed_features

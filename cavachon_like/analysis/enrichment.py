@@ -27,7 +27,7 @@ class Enrichment:
         One row per gene set: ``term``, ``direction`` (``"up"``: enriched among genes
         up in group A, NES > 0; ``"down"``: among genes down), ``es``, ``nes``,
         ``pvalue``, ``fdr`` (unclipped), ``fwer``, ``size`` (genes of the set in the
-        ranking), ``leading_edge``. Up sets first, each direction by decreasing |NES|.
+        ranking), ``leading_edge``. Up sets first, each direction by decreasing ``|NES|``.
     ranking
         The ranked genes and their scores (descending), as passed to gseapy.
     running

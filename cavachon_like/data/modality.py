@@ -275,11 +275,18 @@ def unique_feature_names(adatas: Mapping[str, ad.AnnData]) -> tuple[dict[str, pd
     ``<modality>:<name>`` (mudata's prefix, here only for the shared names, so that
     gene symbols stay usable). Nothing is modified.
 
+    Parameters
+    ----------
+    adatas
+        The modalities by name, in order: a name an earlier modality uses is renamed in the later.
+
     Returns
     -------
-    names, lines
-        ``{modality: new var names}`` and one line per renaming modality, with counts
-        and examples (empty when all names were unique already).
+    names : dict
+        ``{modality: new var names}`` (a :class:`pandas.Index` each).
+    lines : list of str
+        One line per renaming modality, with counts and examples (empty when all names
+        were unique already).
     """
     names_by_mod = {name: adata.var_names for name, adata in adatas.items()}
     if pd.Index(np.concatenate([n.to_numpy() for n in names_by_mod.values()])).is_unique:

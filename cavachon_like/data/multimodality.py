@@ -253,12 +253,13 @@ class MultiModality(md.MuData):
     # derived objects
 
     def split(self, validation_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Random train/validation split of the cells.
+        """Random train/validation split of the cells: ``validation_fraction`` (in [0, 1)) of
+        them held out, picked by a permutation seeded with ``seed``.
 
         Returns
         -------
-        train_idx, val_idx
-            Sorted integer positions of the cells.
+        train_idx, val_idx : numpy.ndarray
+            Sorted integer positions of the training and of the validation cells.
         """
         if not 0.0 <= validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
@@ -353,6 +354,7 @@ class MultiModality(md.MuData):
     # mudata hooks
 
     def update(self) -> None:
+        """MuData's ``update``, without pulling modality columns into the global tables (:func:`no_pull`)."""
         with no_pull():
             super().update()
 

@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # only for annotations: MultiModality applies these steps, so
 
 logger = logging.getLogger(__name__)
 
+#: QC steps by alias (``step:`` of an entry of ``data.qc`` in YAML); a subclass of
+#: :class:`QCStep` that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 QC_STEPS = Registry("QC step")
 
 

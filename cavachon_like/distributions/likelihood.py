@@ -11,6 +11,10 @@ from ..data.support import register_support
 
 tfd = tfp.distributions
 
+#: Likelihoods by alias (``likelihood:`` of a modality in YAML); a subclass of
+#: :class:`Likelihood` that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 LIKELIHOODS = Registry("likelihood")
 
 #: Smallest library size used in logs, so that a cell without counts gives finite
@@ -121,6 +125,17 @@ class Likelihood:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Likelihood:
+        """The likelihood that :meth:`get_config` describes.
+
+        Parameters
+        ----------
+        config
+            Constructor arguments, as :meth:`get_config` returns them.
+
+        Returns
+        -------
+        Likelihood
+        """
         return cls(**config)
 
     def __repr__(self) -> str:

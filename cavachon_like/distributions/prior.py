@@ -10,6 +10,10 @@ import tensorflow as tf
 
 from .._registry import Registry, register_subclass
 
+#: Priors by alias (``prior:`` of a component in YAML); a subclass of :class:`Prior`
+#: that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 PRIORS = Registry("prior")
 
 #: Floor of the posterior variance before its log, so that a collapsed encoder
@@ -65,6 +69,7 @@ class Prior(keras.layers.Layer):
         return 0
 
     def call(self, z: tf.Tensor) -> tf.Tensor:
+        """Calling the layer gives :meth:`log_prob` of ``z``, ``(B,)``."""
         return self.log_prob(z)
 
     def kl_divergence(self, mean: tf.Tensor, var: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:

@@ -95,7 +95,7 @@ def conditional_attribution(
 
     Returns
     -------
-    pandas.DataFrame or dict of DataFrames
+    pandas.DataFrame or dict of pandas.DataFrame
         Indexed by cell: per modality ``m``, the score ``m`` and ``m_delta``, the
         exact ``|rho(1) - rho(0)|^2 / F`` that the score approximates (a check of the
         integration). With ``per_feature``: ``{m: cells x features}``.

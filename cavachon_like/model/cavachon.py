@@ -180,6 +180,7 @@ class CAVACHON(keras.Model, MultimodalModel):
 
     @property
     def batch_categories(self) -> dict[str, dict[str, list[str]]]:
+        """``{modality: {batch column: [category, ...]}}``: the batch encoding the model was built with."""
         return {m: dict(s["batch_categories"]) for m, s in self.modality_specs.items()}
 
     def call(
@@ -218,7 +219,7 @@ class CAVACHON(keras.Model, MultimodalModel):
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """Per-cell loss of ``components`` and its named terms (``<c>_kl``, ``<m>_nll``).
 
-        The loss is the negative ELBO with its KL terms weighted by :attr:`kl_weight`
+        The loss is the negative ELBO with its KL terms weighted by the variable ``kl_weight``
         (1 except during a KL warm-up); during pre-training the KL is to a standard
         normal. The terms are unweighted, and the logged ``loss`` is their sum, so the
         monitored loss is the negative ELBO whatever the warm-up.
@@ -248,12 +249,12 @@ class CAVACHON(keras.Model, MultimodalModel):
         self.loss_tracker.update_state(tf.add_n(list(terms.values())))
         logs = {"loss": self.loss_tracker.result()}
         for name in self._active:
-            self.kl_trackers[name].update_state(terms[f"{name}_kl"])
             if name in self.usage_trackers and "codes" in outputs[name]:
                 usage = codebook_usage(outputs[name]["codes"], self.components[name].n_codes)
                 for tracker, value in zip(self.usage_trackers[name].values(), usage):
                     tracker.update_state(value)
                     logs[tracker.name] = tracker.result()
+            self.kl_trackers[name].update_state(terms[f"{name}_kl"])
             logs[f"{name}_kl"] = self.kl_trackers[name].result()
             for m in self.graph.modalities(name):
                 self.nll_trackers[m].update_state(terms[f"{m}_nll"])
@@ -261,6 +262,9 @@ class CAVACHON(keras.Model, MultimodalModel):
         return logs
 
     def train_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        """One gradient step of the current stage's components on a batch of :meth:`make_dataset`,
+        the loss averaged over the global batch (replicas of a ``tf.distribute`` strategy together
+        take the single-device step); returns the running ``loss``, ``<c>_kl`` and ``<m>_nll``."""
         with tf.GradientTape() as tape:
             outputs = self(data, training=True, sample=self.sample_latent, components=self._active)
             per_cell, terms = self.loss_terms(data["x"], outputs, self._active)
@@ -270,11 +274,14 @@ class CAVACHON(keras.Model, MultimodalModel):
         return self._update_trackers(terms, outputs)
 
     def test_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        """The running metrics of :meth:`train_step` on a batch, without a gradient step."""
         outputs = self(data, training=False, sample=self.sample_latent, components=self._active)
         _, terms = self.loss_terms(data["x"], outputs, self._active)
         return self._update_trackers(terms, outputs)
 
     def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        """Float32 posterior means of a batch for ``predict``: ``z_<c>``, ``z_hat_<c>`` and, when the
+        prior clusters, ``cluster_probabilities_<c>``."""
         outputs = self(data, training=False, sample=False, decode=False)
         result = {}
         for name, out in outputs.items():

@@ -104,8 +104,9 @@ def differential_expression(
     Each of ``n_draws`` Monte Carlo draws takes a bootstrap sample of each group's
     cells (at most ``max_cells``; capping it overstates the uncertainty of larger
     groups, which errs on the safe side), one posterior sample per cell, decodes it
-    with :meth:`get_normalized_expression` (averaged over batches by default) and
-    averages over the cells. Per draw, ``lfc = log2(mean_A + c) - log2(mean_B + c)``.
+    with :meth:`~cavachon_like.model.MultimodalModel.get_normalized_expression`
+    (averaged over batches by default) and averages over the cells. Per draw,
+    ``lfc = log2(mean_A + c) - log2(mean_B + c)``.
 
     Parameters
     ----------

@@ -68,9 +68,11 @@ class ComponentGraph:
             ) from None
 
     def parents(self, component: str) -> list[str]:
+        """The parent components of ``component`` (modality names resolved to their components)."""
         return list(self._parents.get(component, []))
 
     def modalities(self, component: str) -> list[str]:
+        """The modalities ``component`` holds, in the order given."""
         return list(self._modalities[component])
 
     def component_of(self, modality: str) -> str:

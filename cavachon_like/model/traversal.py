@@ -66,6 +66,7 @@ class LatentTraversal:
 
     @property
     def latent_dim(self) -> int:
+        """Dimension of the traversed latent (one traversal per dimension)."""
         return len(self.center)
 
     def transformed(self, modality: str) -> np.ndarray:

@@ -9,6 +9,10 @@ import tensorflow as tf
 from .._registry import Registry, register_subclass
 from .mlp import MLP
 
+#: Decoders by alias (``decoder: {class: ...}`` of a component in YAML); a subclass of
+#: :class:`Decoder` that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 DECODERS = Registry("decoder")
 
 #: Table S1 of the paper.

@@ -9,6 +9,10 @@ import tensorflow as tf
 from .._registry import Registry, register_subclass
 from .mlp import MLP
 
+#: Encoders by alias (``encoder: {class: ...}`` of a component in YAML); a subclass of
+#: :class:`Encoder` that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 ENCODERS = Registry("encoder")
 
 #: Table S1 of the paper.

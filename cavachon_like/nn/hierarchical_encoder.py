@@ -8,6 +8,10 @@ import tensorflow as tf
 
 from .._registry import Registry, register_subclass
 
+#: Hierarchical encoders by alias (``hierarchical_encoder:`` of a component in YAML); a
+#: subclass of :class:`HierarchicalEncoder` that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 HIERARCHICAL_ENCODERS = Registry("hierarchical encoder")
 
 

@@ -11,6 +11,10 @@ import tensorflow as tf
 
 from .._registry import Registry, register_subclass
 
+#: Preprocessors by alias (``preprocessor:`` of a component in YAML); a subclass of
+#: :class:`Preprocessor` that sets ``alias`` joins it.
+#:
+#: :meta hide-value:
 PREPROCESSORS = Registry("preprocessor")
 
 
@@ -122,6 +126,7 @@ class Preprocessor(keras.layers.Layer):
 
     @property
     def is_adapted(self) -> bool:
+        """Whether the preprocessor can run: it needs no data statistics, or ``adapt`` has set them."""
         return not self.needs_adapt or bool(self.adapted.numpy())
 
     def call(self, x: tf.Tensor | tf.SparseTensor, library: tf.Tensor | None = None) -> tf.Tensor | tf.SparseTensor:

@@ -117,6 +117,7 @@ class FitProgress:
         return "resumed" if phase == at else "fresh"
 
     def initial_epoch(self, phase: int, default: int) -> int:
+        """The epoch ``phase`` starts from: the checkpoint's when the phase was in progress, else ``default``."""
         return int(self.position["epoch"]) if self.status(phase) == "resumed" else default
 
     def stopped(self, phase: int) -> bool:

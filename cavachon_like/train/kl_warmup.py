@@ -18,7 +18,9 @@ class KLWarmup(keras.callbacks.Callback):
         self.start = int(start)  # a phase's first epoch number (Keras numbers on across phases)
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        """Set the weight for ``epoch``: ``(epoch - start) / epochs``, clipped to [0, 1]."""
         self.weight.assign(min(1.0, max(epoch - self.start, 0) / self.epochs))
 
     def on_train_end(self, logs=None) -> None:
+        """Leave the weight at 1, even when training stopped inside the ramp."""
         self.weight.assign(1.0)  # an early stop inside the ramp still leaves the ELBO for what follows

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: Training modes: one stage per component in topological order, or one stage for all.
 MODES = ("sequential", "joint")
 
 

@@ -75,6 +75,8 @@ class PriorUpdate(keras.callbacks.Callback):
         self.max_cells = max_cells
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        """Run ``before``, then update each component's prior from the posteriors of (at most
+        ``max_cells``) training cells and log how far the KL term fell."""
         if self.before is not None:
             self.before()
         for c, (mean, var) in posteriors(self.model, self.components, self.dataset, self.max_cells).items():

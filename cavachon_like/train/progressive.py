@@ -30,7 +30,9 @@ class ProgressiveBlending(keras.callbacks.Callback):
             layer.alpha.assign(value)
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        """Set ``alpha`` for ``epoch`` (1 when blending is disabled)."""
         self._set(min(1.0, (epoch + 1) / (self.epochs + 1)) if self.epochs > 0 else 1.0)
 
     def on_train_end(self, logs=None) -> None:
+        """Leave ``alpha`` at 1, so that later stages and inference see the whole latent."""
         self._set(1.0)
