@@ -44,3 +44,14 @@ def test_mirrored_strategy_matches_single_device(small_data, small_components):
     assert largest > 0
     for name in single_grads:
         np.testing.assert_allclose(dist_grads[name], single_grads[name], rtol=1e-3, atol=1e-4 * largest, err_msg=name)
+
+
+def test_fit_outside_the_strategy_scope_after_building_inside_it(small_data, small_components):
+    """Keras' usual pattern: build and compile under the scope, fit anywhere. Every training
+    phase recompiles with a fresh optimizer, which must be made in the model's strategy."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = CAVACHON.from_data(small_data, small_components, training="joint", pretrain_epochs=0, seed=0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(small_data, epochs=1, batch_size=64, verbose=0)
+    assert np.isfinite(history.history["loss"]).all() and len(history.history["loss"]) == 1

@@ -331,8 +331,10 @@ class CAVACHON(keras.Model, MultimodalModel):
         if self._compile_kwargs is None:
             self.compile()
         kwargs = dict(self._compile_kwargs)
-        kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
+        # The optimizer's variables belong to the model's strategy even when fit is called
+        # outside its scope (build and compile under the scope, fit anywhere, as in Keras).
         with self.distribute_strategy.scope():
+            kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
             keras.Model.compile(self, **kwargs)
             if build:
                 self.optimizer.build(self.trainable_variables)
