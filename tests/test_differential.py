@@ -208,3 +208,16 @@ def test_gsea_and_overrepresentation_find_the_planted_sets(de_run):
     best = ora.groupby("direction").first()
     assert best.loc["up", "term"] == "PLANTED_UP" and best.loc["up", "fdr"] < 0.05
     assert best.loc["down", "term"] == "PLANTED_DOWN"
+
+
+def test_overrepresentation_without_any_overlap_is_an_empty_direction():
+    genes = [f"G{i}" for i in range(40)]
+    table = pd.DataFrame({"is_de": [True] * 6 + [False] * 34,
+                          "direction": ["up"] * 3 + ["down"] * 3 + ["up"] * 34}, index=genes)
+    # Every set lies among the genes not called, so neither direction overlaps any set.
+    sets = {"A": genes[10:20], "B": genes[20:30]}
+    result = overrepresentation(table, sets)
+    assert result.empty and list(result.columns)[:3] == ["direction", "term", "overlap"]
+    # One direction overlapping, the other not: the first is reported, the second left out.
+    sets["C"] = genes[0:3] + genes[30:35]
+    assert set(overrepresentation(table, sets)["direction"]) == {"up"}

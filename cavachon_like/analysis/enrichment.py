@@ -205,6 +205,8 @@ def overrepresentation(
         if not genes or not sets:
             continue
         result = gseapy.enrich(gene_list=genes, gene_sets=sets, background=background, outdir=None, no_plot=True)
+        if not isinstance(result.results, pd.DataFrame) or result.results.empty:
+            continue  # no set holds any of this direction's calls (gseapy then returns a list)
         frame = result.results.rename(columns={
             "Term": "term", "Overlap": "overlap", "P-value": "pvalue", "Adjusted P-value": "fdr",
             "Odds Ratio": "odds_ratio", "Genes": "genes",
