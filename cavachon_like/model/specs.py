@@ -37,6 +37,7 @@ BOTTLENECK = 128
 
 
 def check_keys(kind: str, name: str, spec: Mapping[str, Any], allowed: set[str]) -> None:
+    """Raise a ValueError naming the keys of ``spec`` (a ``kind`` called ``name``) outside ``allowed``."""
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ValueError(f"{kind} {name!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}.")

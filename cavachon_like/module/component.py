@@ -160,6 +160,7 @@ class Component(keras.layers.Layer):
 
     @property
     def modalities(self) -> list[str]:
+        """The component's modalities, in the order of its specs (and of its experts)."""
         return list(self.modality_specs)
 
     @property

@@ -103,6 +103,7 @@ class VectorQuantizer(keras.layers.Layer):
         self.restarts = keras.random.SeedGenerator(seed)
 
     def build(self, z_shape) -> None:
+        """Create the codebook ``(n_codes, dim)`` and its moving averages for inputs ``(B, dim)``."""
         dim = int(z_shape[-1])
         # Codes start near the origin, where a freshly initialised encoder puts its outputs;
         # restarts then move unused ones onto the data.
@@ -122,6 +123,7 @@ class VectorQuantizer(keras.layers.Layer):
         return tf.argmin(distances, axis=1, output_type=tf.int32)
 
     def call(self, z: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Quantise ``z`` ``(B, dim)``; see the class docstring for the outputs."""
         z = tf.convert_to_tensor(z)
         if not self.built:
             self.build(z.shape)
@@ -160,6 +162,7 @@ class VectorQuantizer(keras.layers.Layer):
         self.codebook.assign(codebook)
 
     def compute_output_shape(self, z_shape):
+        """Shapes of ``(quantized, codes, commitment)``."""
         return tuple(z_shape), (z_shape[0],), (z_shape[0],)
 
     def get_config(self) -> dict:
