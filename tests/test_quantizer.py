@@ -46,15 +46,34 @@ def test_commitment_gradient_pulls_the_encoder_towards_its_code_only():
     assert not vq.trainable_weights  # the codebook learns by moving averages, never by gradients
 
 
+def test_first_training_batch_puts_every_code_on_an_encoder_output():
+    vq = VectorQuantizer(n_codes=8, restart_below=0.0, seed=0)
+    z = clustered(n=64)  # far from where the placeholder codes are drawn
+    vq(tf.constant(z))  # inference does not initialise
+    assert float(vq.initialized.numpy()) == 0.0
+    placeholders = np.array(vq.codebook.numpy(), copy=True)
+    vq(tf.constant(z), training=True)
+    codebook = vq.codebook.numpy()
+
+    def distance_to_data(codes: np.ndarray) -> np.ndarray:
+        return np.sqrt(((codes[:, None, :] - z[None]) ** 2).sum(-1)).min(1)
+
+    # Each code was an encoder output at the start of the step and the EMA moved the used ones
+    # only towards their cells' mean (which may lie between two nearby clusters): every code
+    # sits among the data, where none of the placeholders did.
+    assert distance_to_data(codebook).max() < 3.0 < 10.0 < distance_to_data(placeholders).min()
+
+
 def test_training_step_is_the_ema_update_of_paper_002():
     decay, eps = 0.9, 1e-5
     vq = VectorQuantizer(n_codes=6, decay=decay, restart_below=0.0, epsilon=eps, seed=4)
     z = np.random.default_rng(5).normal(size=(40, 3)).astype("float32")
-    vq.build(z.shape)
-    counts0, sums0, codebook0 = vq.counts.numpy(), vq.sums.numpy(), vq.codebook.numpy()
+    vq(tf.constant(np.random.default_rng(6).normal(size=(40, 3)).astype("float32")), training=True)  # initialises
+    # Copies: a variable's numpy() can share memory with it, and the step assigns in place.
+    counts0, sums0, codebook0 = (np.array(v.numpy(), copy=True) for v in (vq.counts, vq.sums, vq.codebook))
     quantized, codes, _ = vq(tf.constant(z), training=True)
     codes = codes.numpy()
-    np.testing.assert_allclose(quantized.numpy(), codebook0[codes], rtol=1e-6)  # quantised before the update
+    np.testing.assert_allclose(quantized.numpy(), codebook0[codes], rtol=1e-6, atol=1e-6)  # before the update
     n = np.bincount(codes, minlength=6)
     sums = np.stack([z[codes == i].sum(0) for i in range(6)])
     counts = decay * counts0 + (1 - decay) * n
@@ -69,8 +88,11 @@ def test_training_step_is_the_ema_update_of_paper_002():
 
 
 def fit_codebook(restart_below: float, steps: int = 150) -> tuple[VectorQuantizer, np.ndarray]:
+    """A codebook initialised on other data (the encoder has moved since): every code is far
+    from the four clusters it is then trained on."""
     data = clustered()
     vq = VectorQuantizer(n_codes=16, decay=0.9, restart_below=restart_below, seed=0)
+    vq(tf.constant(-clustered(seed=1)), training=True)
     rng = np.random.default_rng(6)
     for _ in range(steps):
         vq(tf.constant(data[rng.choice(len(data), 128, replace=False)]), training=True)

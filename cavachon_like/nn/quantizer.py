@@ -14,7 +14,8 @@ so the paper's VQ-loss term ``||sg[z] - e_z||^2`` is replaced by the update and 
 commitment term ``beta ||z - sg[e_z]||^2`` reaches the encoder. Codes whose moving count
 falls below ``restart_below`` are *dead* (no cell has chosen them for a while); each is
 restarted at a random encoder output of the current batch, so the codebook keeps being
-used. Under ``tf.distribute`` the batch statistics are summed over replicas before the
+used. The codes start on random encoder outputs of the first training batch (a
+data-dependent initialisation: codes drawn away from the data would be nearest to nothing). Under ``tf.distribute`` the batch statistics are summed over replicas before the
 update, so every replica's codebook stays identical.
 """
 from __future__ import annotations
@@ -105,14 +106,14 @@ class VectorQuantizer(keras.layers.Layer):
     def build(self, z_shape) -> None:
         """Create the codebook ``(n_codes, dim)`` and its moving averages for inputs ``(B, dim)``."""
         dim = int(z_shape[-1])
-        # Codes start near the origin, where a freshly initialised encoder puts its outputs;
-        # restarts then move unused ones onto the data.
+        # Placeholders until the first training batch puts every code on an encoder output.
         self.codebook = self.add_weight(shape=(self.n_codes, dim), name="codebook", trainable=False,
                                         initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed))
         self.counts = self.add_weight(shape=(self.n_codes,), name="ema_counts", trainable=False,
                                       initializer=keras.initializers.Constant(1.0))
         self.sums = self.add_weight(shape=(self.n_codes, dim), name="ema_sums", trainable=False,
                                     initializer="zeros")
+        self.initialized = self.add_weight(shape=(), name="initialized", trainable=False, initializer="zeros")
         self.built = True
 
     def nearest(self, z: tf.Tensor) -> tf.Tensor:
@@ -127,6 +128,8 @@ class VectorQuantizer(keras.layers.Layer):
         z = tf.convert_to_tensor(z)
         if not self.built:
             self.build(z.shape)
+        if training:
+            self._initialize(z)
         codes = self.nearest(z)
         e_z = tf.gather(tf.convert_to_tensor(self.codebook), codes)  # the codebook before this batch's update
         if training:
@@ -134,6 +137,25 @@ class VectorQuantizer(keras.layers.Layer):
         commitment = self.beta * tf.reduce_sum(tf.square(z - tf.stop_gradient(e_z)), axis=1)
         quantized = z + tf.stop_gradient(e_z - z)
         return quantized, codes, commitment
+
+    def _global_draw(self, z: tf.Tensor) -> tf.Tensor:
+        """``n_codes`` rows drawn from the global batch; every replica draws the same rows (same
+        generator state, candidates gathered in replica order), so codebooks stay equal."""
+        candidates = _replica_rows(tf.stop_gradient(z))
+        rows = keras.random.randint((self.n_codes,), 0, tf.shape(candidates)[0], seed=self.restarts, dtype="int32")
+        return tf.gather(candidates, rows)
+
+    def _initialize(self, z: tf.Tensor) -> None:
+        """On the first training batch only, put the codes on random encoder outputs (with a
+        moving count of one each). Codes drawn at random away from the data would never be
+        nearest to anything: the batch would collapse onto the one or two codes closest to
+        a fresh encoder's outputs until dead-code restarts, hundreds of steps later."""
+        first = self.initialized < 0.5
+        fresh = self._global_draw(z)
+        self.codebook.assign(tf.where(first, fresh, self.codebook))
+        self.sums.assign(tf.where(first, fresh, self.sums))
+        self.counts.assign(tf.where(first, tf.ones_like(self.counts), self.counts))
+        self.initialized.assign(1.0)
 
     def _update(self, z: tf.Tensor, codes: tf.Tensor) -> None:
         z = tf.stop_gradient(z)
@@ -146,13 +168,8 @@ class VectorQuantizer(keras.layers.Layer):
         smoothed = (counts + self.epsilon) / (total + self.n_codes * self.epsilon) * total
         codebook = sums / smoothed[:, None]
         if self.restart_below > 0:
-            # Candidates come from the global batch and every replica draws the same rows (same
-            # generator state), so the replicas' codebooks stay equal.
             dead = counts < self.restart_below
-            candidates = _replica_rows(z)
-            rows = keras.random.randint((self.n_codes,), 0, tf.shape(candidates)[0], seed=self.restarts,
-                                        dtype="int32")
-            fresh = tf.gather(candidates, rows)
+            fresh = self._global_draw(z)
             codebook = tf.where(dead[:, None], fresh, codebook)
             # A restarted code starts as if one cell had chosen it, so it is not restarted again at once.
             sums = tf.where(dead[:, None], fresh, sums)
