@@ -63,6 +63,9 @@ def test_yaml_reference_lists_every_key_and_registered_name(html):
     page = (html / "yaml.html").read_text()
     keys = [key for key, rule in SCHEMA.items() if not isinstance(rule, dict)]
     keys += [key for rules in SCHEMA.values() if isinstance(rules, dict) for key in rules]
-    names = [*COMPONENT_KEYS, *LIKELIHOODS.names(), *PRIORS.names()]
+    # The package's own names: other tests in this process may have registered classes of theirs,
+    # which the build (a fresh interpreter) rightly does not list.
+    names = [*COMPONENT_KEYS] + [name for registry in (LIKELIHOODS, PRIORS) for name in registry.names()
+                                 if registry.get(name).__module__.startswith("cavachon_like.")]
     missing = [name for name in keys + names if f'<span class="pre">{name}</span>' not in page]
     assert not missing, f"missing from the YAML reference: {missing}"

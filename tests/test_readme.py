@@ -1,6 +1,6 @@
 """Every ```python block of README.md runs, so a broken example fails the tests.
 
-How the blocks run: in README order, in this process, in one namespace shared by all of them,
+How the blocks run: in README order, in a fresh interpreter, in one namespace shared by all of them,
 as cells of one notebook would (the analyses of "One interface for every model family" use the
 ``model`` and ``data`` of "In a notebook"). One test per block, so a failure names the block
 and its first line in README.md; after a failure the later blocks are skipped, since they
@@ -19,7 +19,11 @@ in words.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,30 +85,49 @@ def test_the_readme_has_the_blocks_this_file_runs():
     assert len(BLOCKS) >= 4 and {"In a notebook", "Extending"} <= sections, sections
 
 
+#: Runs in a fresh interpreter: every block in order in one namespace, one JSON line of outcomes.
+CHILD = """
+import json, sys, traceback
+sys.path.insert(0, sys.argv[1])
+from test_readme import README, SNARE, SNARE_NAME, python_blocks
+namespace, outcomes = {"__name__": "__readme__"}, []
+for block in python_blocks(README.read_text()):
+    if SNARE_NAME in block.code and not SNARE.exists():
+        outcomes.append(["skip", f"README.md:{block.line} reads the SNARE-seq file, which is not at {SNARE}"])
+        continue
+    try:
+        exec(compile("\\n" * (block.line - 1) + block.code, str(README), "exec"), namespace)
+        outcomes.append(["ok", ""])
+    except BaseException:
+        outcomes.append(["fail", traceback.format_exc()])
+        break
+print("@@outcomes@@" + json.dumps(outcomes))
+"""
+
+
 @pytest.fixture(scope="module")
-def notebook(tmp_path_factory):
-    """The shared namespace, the working folder and the outcome of the blocks run so far."""
+def outcomes(tmp_path_factory):
+    """The README's blocks run once, in order, in a fresh interpreter (as a user would run them,
+    and apart from this process's TensorFlow state: a second tf.distribute strategy in a process
+    whose earlier tests made one on other devices fails its collectives)."""
     base = tmp_path_factory.mktemp("readme")
     (base / "repo").mkdir()
     if SHARED.exists():
         (base / "shared").symlink_to(SHARED, target_is_directory=True)
-    state = {"namespace": {"__name__": "__readme__"}, "cwd": base / "repo", "failed": None}
-    yield state
-    import matplotlib.pyplot as plt
-
-    plt.close("all")  # the examples draw figures; free them for the rest of the session
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).parent)], cwd=base / "repo", env=env,
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("@@outcomes@@")]
+    assert lines, f"the README run did not finish:\n{done.stderr[-4000:]}"
+    return json.loads(lines[-1].removeprefix("@@outcomes@@"))
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[_id(i, b) for i, b in enumerate(BLOCKS)])
-def test_readme_block_runs(index, notebook, monkeypatch):
+def test_readme_block_runs(index, outcomes):
     block = BLOCKS[index]
-    if notebook["failed"] is not None:
-        pytest.skip(f"an earlier README block failed ({notebook['failed']})")
-    if SNARE_NAME in block.code and not SNARE.exists():
-        pytest.skip(f"README.md:{block.line} reads the SNARE-seq file, which is not at {SNARE}")
-    monkeypatch.chdir(notebook["cwd"])
-    # Padding to the block's line makes tracebacks point at README.md's own lines.
-    code = compile("\n" * (block.line - 1) + block.code, str(README), "exec")
-    notebook["failed"] = f"README.md:{block.line}, section {block.section!r}"
-    exec(code, notebook["namespace"])  # noqa: S102 (running the README's own code is the test)
-    notebook["failed"] = None
+    if index >= len(outcomes):
+        pytest.skip("an earlier README block failed")
+    status, detail = outcomes[index]
+    if status == "skip":
+        pytest.skip(detail)
+    assert status == "ok", f"README.md:{block.line}, section {block.section!r}:\n{detail}"
