@@ -113,12 +113,10 @@ def main() -> None:
             baseline.append(knn_agreement(lsi(data.modality("atac").X), labels))
             print(f"{data.n_obs} cells, {data.modality('atac').n_vars} bins x {len(data.mod)} channels; "
                   f"LSI of binned ATAC 20-NN {baseline[0]:.3f}", flush=True)
-        for name, config, cells in (("conv", conv, data), ("fc", fc, data),
-                                    ("conv shuffled", conv, shuffled_bins(data, seed) if "conv shuffled" in rows else None)):
-            if name not in rows:
-                continue
-            row = run(config, cells, args.label, args.n_samples)
-            rows[name].append(row)
+        for name, runs in rows.items():
+            cells = shuffled_bins(data, seed) if name == "conv shuffled" else data
+            row = run(fc if name == "fc" else conv, cells, args.label, args.n_samples)
+            runs.append(row)
             print(f"seed {seed} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"seeds": args.seeds, "lsi_knn": baseline, "runs": rows}, indent=1))

@@ -21,8 +21,10 @@ class QuantizedExperts(ProductOfExperts):
     gradients, commitment loss), decodes each modality from the *other* modality's code
     (cross-training) and pulls the experts of one cell together with a mean-squared
     *alignment* loss. Here the experts share one codebook, so "the same cell" means the
-    same code whichever modality encoded it, and a cell with a subset of the modalities is
-    encoded by the mean of the experts it has (:meth:`combine`), quantised.
+    same code whichever modality encoded it; the component decodes each modality from
+    every expert's code (the others', as the paper, and its own, so a cell that has one
+    modality decodes too); and a cell with a subset of the modalities is encoded by the
+    mean of the experts it has (:meth:`combine`), quantised.
 
     The experts' Gaussian heads are used for their means only: the posterior is a point
     mass, so :meth:`combine` returns a zero variance, and a marginal likelihood by
