@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NOTEBOOKS = ("snare_tutorial.ipynb", "extending.ipynb", "scmm.ipynb")
+NOTEBOOKS = ("snare_tutorial.ipynb", "extending.ipynb", "scmm.ipynb", "cvqvae.ipynb", "convnet.ipynb")
 #: Seconds one cell may take before the test fails (the whole notebook takes well under a minute).
 CELL_TIMEOUT = 300
 
@@ -108,3 +108,24 @@ def test_scmm(snare_path, kernel_specs):
         "DATA": str(snare_path), "N_CELLS": 500, "EPOCHS": 1, "N_SAMPLES": 2, "EMBEDDING": "pca", "RUN_EAGERLY": True,
     }, kernel_specs)
     assert images(notebook) >= 4  # training curve, latent, prediction heatmaps, traversal
+
+
+def printed(notebook: nbformat.NotebookNode) -> str:
+    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for output in cell.outputs)
+
+
+def test_cvqvae(snare_path, kernel_specs):
+    notebook = run_notebook("cvqvae.ipynb", {
+        "DATA": str(snare_path), "N_CELLS": 500, "EPOCHS": 1, "EMBEDDING": "pca", "RUN_EAGERLY": True,
+    }, kernel_specs)
+    assert images(notebook) >= 3  # codebook usage, code composition, latent
+    assert "codes hold at least one cell" in printed(notebook)
+
+
+def test_convnet(snare_path, kernel_specs):
+    notebook = run_notebook("convnet.ipynb", {
+        "DATA": str(snare_path), "N_CELLS": 300, "EPOCHS": 1, "N_SAMPLES": 2, "EMBEDDING": "pca", "RUN_EAGERLY": True,
+    }, kernel_specs)
+    assert images(notebook) >= 3  # the two channels at a locus, training curves, latents
+    assert "trainable parameters" in printed(notebook)

@@ -55,6 +55,23 @@ def test_rna_from_atac_is_the_decoded_mean_over_prior_draws_of_z_rna(data, train
     assert with_rna.shape == predicted.shape and not np.allclose(with_rna, predicted)
 
 
+def test_prediction_does_not_depend_on_how_draws_are_stacked(data, trained):
+    """The draws and batch rows of a batch of cells are decoded stacked, ``batch_size // n`` (draw, row)
+    pairs per decoder call: one pair per call, three (a draw's two rows split between calls) and all
+    eight in one call give the same prediction. (The draws themselves depend on how the cells are
+    batched, as the generator fills one batch's draws after the other's.)"""
+    atac_only = MultiModality({"atac": data.mod["atac"]})
+    n = data.n_obs
+
+    def predict(batch_size):
+        return trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=4, seed=3,
+                                        batch_size=batch_size)
+
+    one_per_call = predict(n)
+    for batch_size in (3 * n, 8 * n):
+        np.testing.assert_allclose(predict(batch_size), one_per_call, rtol=1e-5, atol=1e-7)
+
+
 def test_prediction_explains_what_it_cannot_do(data, trained):
     with pytest.raises(ValueError, match="no parents"):
         trained.predict_modality(data, "atac")

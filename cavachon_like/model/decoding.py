@@ -3,7 +3,8 @@
 These implement :meth:`~cavachon_like.model.base.MultimodalModel.get_normalized_expression`
 and :meth:`~cavachon_like.model.base.MultimodalModel.posterior_predictive_sample` for
 :class:`~cavachon_like.CAVACHON`. They run eagerly, batch by batch, so memory is one
-batch of cells plus the returned array.
+batch of cells plus the returned array. :func:`averaged_mean` decodes many draws and batch
+rows of the same cells in a few stacked decoder calls (cross-modal prediction uses it).
 """
 from __future__ import annotations
 
@@ -42,6 +43,44 @@ def batch_codes(model: Any, data: Any, modality: str, transform_batch: Any) -> n
                              f"the model knows {values}.")
         parts.append(np.eye(len(values), dtype=np.float32)[values.index(wanted)])
     return np.concatenate(parts)[None, :] if parts else np.zeros((1, 0), np.float32)
+
+
+def averaged_mean(decoder: Any, likelihood: Any, z_hat: tf.Tensor, rows: tf.Tensor, library_size: float,
+                  batch_size: int) -> np.ndarray:
+    """Decoded means averaged over latent draws and batch rows: ``mean_s mean_r
+    normalized_mean(decoder(z_hat[s], rows[r]))``, cells x features, float32.
+
+    ``z_hat`` is ``(S, n, d)`` (``S`` draws of the same ``n`` cells) and ``rows`` ``(R, n, B)``
+    (``R`` one-hot batch rows per cell). Instead of ``S * R`` decoder calls of ``n`` rows each,
+    the ``(draw, row)`` pairs are stacked along the batch axis, ``max(1, batch_size // n)`` pairs
+    per call, so a call decodes at most ``max(batch_size, n)`` rows and memory stays bounded by
+    ``batch_size``. The sums run in the order of the one-call-per-pair loop (rows within a draw,
+    then draws), so the result equals it to float rounding.
+    """
+    n_draws, n = int(z_hat.shape[0]), int(z_hat.shape[1])
+    n_rows = int(rows.shape[0])
+    pairs = [(s, r) for s in range(n_draws) for r in range(n_rows)]
+    per_call = max(1, int(batch_size) // max(n, 1))
+    total = draw_sum = None
+    for start in range(0, len(pairs), per_call):
+        chunk = pairs[start:start + per_call]
+        z = tf.reshape(tf.gather(z_hat, [s for s, _ in chunk]), [len(chunk) * n, -1])
+        batch = tf.reshape(tf.gather(rows, [r for _, r in chunk]), [len(chunk) * n, -1])
+        decoded = likelihood.normalized_mean(decoder(z, batch), library_size)
+        decoded = tf.reshape(decoded, [len(chunk), n, -1])
+        first = 0
+        while first < len(chunk):  # the pairs of one draw at a time
+            draw = chunk[first][0]
+            last = first
+            while last < len(chunk) and chunk[last][0] == draw:
+                last += 1
+            part = tf.reduce_sum(decoded[first:last], axis=0)
+            draw_sum = part if draw_sum is None else draw_sum + part
+            if chunk[last - 1][1] == n_rows - 1:  # every row of this draw decoded
+                total = draw_sum / n_rows if total is None else total + draw_sum / n_rows
+                draw_sum = None
+            first = last
+    return tf.cast(total / n_draws, tf.float32).numpy()
 
 
 def _positions(data: Any, indices: Any) -> np.ndarray:

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..nn import library_size
-from .decoding import batch_codes
+from .decoding import averaged_mean, batch_codes
+from .specs import check_feature_counts
 
 
 def _known_batches(model: Any, target: str) -> np.ndarray:
@@ -33,7 +34,7 @@ def _known_batches(model: Any, target: str) -> np.ndarray:
     return np.stack(rows)
 
 
-def _target_batches(model: Any, data: Any, target: str, transform_batch: Any) -> np.ndarray | None:
+def target_batches(model: Any, data: Any, target: str, transform_batch: Any) -> np.ndarray | None:
     """One-hot batch rows for the target's decoder; ``None``: each cell's own (needs the target)."""
     present = target in data.mod
     if transform_batch is None and present:
@@ -87,12 +88,8 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
     if missing:
         raise ValueError(f"predicting {target!r} needs the modalities of its ancestors {ancestors}: the data lack "
                          f"{missing}.")
-    for m in sources:
-        expected = int(model.modality_specs[m]["n_features"])
-        if data.mod[m].n_vars != expected:
-            raise ValueError(f"modality {m!r} has {data.mod[m].n_vars} features but the model was trained on "
-                             f"{expected}; apply the training run's QC first.")
-    codes = _target_batches(model, data, target, transform_batch)
+    check_feature_counts(model.modality_specs, data, sources)
+    codes = target_batches(model, data, target, transform_batch)
     decoder, likelihood = module.decoders[target], module.likelihoods[target]
     modalities = sources + ([target] if codes is None else [])
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=modalities,
@@ -107,16 +104,18 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
             outputs[name] = layer(inputs["x"], inputs["batch"], parents, sample=False, decode=False)
         parents = [outputs[p][module.conditioned_on] for p in module.parents]
         n = int(tf.shape(next(iter(inputs["batch"].values())))[0])
-        rows = [inputs["batch"][target]] if codes is None else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes]
+        if codes is None:
+            rows = inputs["batch"][target][None]  # (1, n, B): each cell's own batch
+        else:
+            rows = tf.broadcast_to(tf.constant(codes, tf.float32)[:, None, :], [len(codes), n, codes.shape[1]])
         if experts:
             means, variances = _experts_posterior(module, experts, inputs)
-        total = 0.0
-        for _ in range(int(n_samples)):
-            if experts:
-                z = module.encoder.sample(means, variances, rng)
-            else:
-                z = tf.constant(module.prior.sample(n, rng))
-            z_hat = module.hierarchical_encoder(z, parents)
-            total += tf.add_n([likelihood.normalized_mean(decoder(z_hat, row), library_size) for row in rows]) / len(rows)
-        parts.append(tf.cast(total / int(n_samples), tf.float32).numpy())
+        # The draws, in the order (and from the generator) of one draw per decoder pass; then the
+        # hierarchical encoder and the decoder see every draw (and batch row) stacked along the batch axis.
+        draws = [module.encoder.sample(means, variances, rng) if experts else tf.constant(module.prior.sample(n, rng))
+                 for _ in range(int(n_samples))]
+        z = tf.concat(draws, axis=0)
+        z_hat = module.hierarchical_encoder(z, [tf.tile(p, [int(n_samples), 1]) for p in parents])
+        z_hat = tf.reshape(z_hat, [int(n_samples), n, -1])
+        parts.append(averaged_mean(decoder, likelihood, z_hat, rows, library_size, batch_size))
     return np.concatenate(parts)

@@ -25,6 +25,7 @@ COMPONENT_KEYS = {
     "hierarchical_encoder",
     "preprocessor",
     "quantizer",
+    "representation",
 }
 MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
 
@@ -93,12 +94,21 @@ def check_components(components: Sequence[dict[str, Any]], modalities: Mapping[s
                 f"available: {sorted(modalities)}."
             )
         posterior = spec.get("posterior", "concat")
-        if posterior != "concat" and len(mods) < 2:
+        if posterior not in ("concat", "representation") and len(mods) < 2:
             raise ValueError(f"component {name!r}: posterior {posterior!r} combines one expert per modality, but the "
                              f"component has one modality ({mods[0]!r}); use posterior: concat, or list the "
                              "modalities the experts should share in one component.")
         by_name[name] = spec
     return by_name
+
+
+def check_feature_counts(modality_specs: Mapping[str, Mapping[str, Any]], data: Any, modalities: Sequence[str]) -> None:
+    """Raise a ValueError naming the first of ``modalities`` whose feature count in ``data`` differs from training."""
+    for m in modalities:
+        expected = int(modality_specs[m]["n_features"])
+        if data.mod[m].n_vars != expected:
+            raise ValueError(f"modality {m!r} has {data.mod[m].n_vars} features but the model was trained on "
+                             f"{expected}; apply the training run's QC first.")
 
 
 def default_units(n_cells: int) -> tuple[int, ...]:
@@ -218,6 +228,7 @@ def make_component(name: str, by_name: Mapping[str, dict[str, Any]], modality_sp
             hierarchical_encoder=spec.get("hierarchical_encoder"),
             preprocessor=spec.get("preprocessor"),
             quantizer=spec.get("quantizer"),
+            representation=spec.get("representation"),
             seed=seed,
             name=name,
         )
