@@ -1,5 +1,5 @@
 """Analyses of a trained model: clustering, metrics, attribution, differential expression, GSEA,
-latent traversal.
+latent traversal, gene-to-peak association.
 
 Every analysis takes a trained model, through the public interface of
 :class:`~cavachon_like.model.MultimodalModel` only, and its
@@ -25,6 +25,7 @@ from .metrics import (
     knn_agreement,
     label_silhouette,
 )
+from .perturbation import gene_to_peak, peak_table, summarize_gene_to_peak
 from .traversal import traversal_features
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "cluster_summary",
     "degenerate_clustering",
     "evaluate_latent",
+    "gene_to_peak",
     "gsea",
     "ilisi",
     "kmeans_agreement",
@@ -44,6 +46,8 @@ __all__ = [
     "neighbourhood_table",
     "one_vs_rest",
     "overrepresentation",
+    "peak_table",
+    "summarize_gene_to_peak",
     "top_attributed_features",
     "traversal_features",
 ]

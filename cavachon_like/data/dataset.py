@@ -63,6 +63,15 @@ def row_gather(x: Any, sparse: bool = True) -> Gather:
     return rows
 
 
+def _cell_rows(values: Any, cells: np.ndarray, n_obs: int, key: str) -> tf.Tensor:
+    """The rows of the cells ``cells`` of a per-cell array, as a constant to gather batches from."""
+    values = np.asarray(values)
+    if values.shape[:1] != (n_obs,):
+        raise ValueError(f"per_cell[{key!r}] has {values.shape[0] if values.ndim else 0} rows; it needs one per "
+                         f"cell ({n_obs}).")
+    return tf.constant(values[cells])
+
+
 def make_dataset(
     mm: MultiModality,
     batch_size: int = 256,
@@ -74,6 +83,7 @@ def make_dataset(
     drop_remainder: bool = False,
     batch_categories: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     order: tf.Variable | None = None,
+    per_cell: Mapping[str, Any] | None = None,
 ) -> tf.data.Dataset:
     """Batches of cells as ``{"x": {mod: counts}, "batch": {mod: one-hot}}``.
 
@@ -107,6 +117,10 @@ def make_dataset(
         takes the permutation of ``(seed, order's value when the pass starts)``, so a
         training loop that sets it per epoch (as resumable training does) can replay
         any epoch's order. Default: tf.data reshuffles on every pass.
+    per_cell
+        More arrays to batch with the cells: ``{key: array}`` or ``{key: {name: array}}``
+        with one row per cell of ``mm`` (all of its cells, also when ``indices`` picks some),
+        e.g. a model's row of each cell in a table of learned representations.
 
     Returns
     -------
@@ -145,10 +159,16 @@ def make_dataset(
         encoded = mod.batch_one_hot(categories.get(n))
         one_hot[n] = tf.constant(encoded[cells] if subset else encoded)
 
+    extra = {key: ({k: _cell_rows(v, cells, mm.n_obs, f"{key}.{k}") for k, v in value.items()}
+                   if isinstance(value, Mapping) else _cell_rows(value, cells, mm.n_obs, key))
+             for key, value in (per_cell or {}).items()}
+
     def gather(idx: tf.Tensor) -> dict[str, dict[str, Any]]:
         return {
             "x": {n: rows[n](idx) for n in names},
             "batch": {n: tf.gather(one_hot[n], idx) for n in names},
+            **{key: ({k: tf.gather(v, idx) for k, v in value.items()} if isinstance(value, dict)
+                     else tf.gather(value, idx)) for key, value in extra.items()},
         }
 
     if shuffle and order is not None:

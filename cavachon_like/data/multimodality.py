@@ -341,6 +341,7 @@ class MultiModality(md.MuData):
         drop_remainder: bool = False,
         batch_categories: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         order: tf.Variable | None = None,
+        per_cell: Mapping[str, Any] | None = None,
     ) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of ``{"x": {mod: counts}, "batch": {mod: one-hot}}``; see
         :func:`cavachon_like.data.dataset.make_dataset`."""
@@ -349,7 +350,7 @@ class MultiModality(md.MuData):
 
         return make_dataset(self, batch_size=batch_size, shuffle=shuffle, seed=seed, indices=indices,
                             modalities=modalities, sparse=sparse, drop_remainder=drop_remainder,
-                            batch_categories=batch_categories, order=order)
+                            batch_categories=batch_categories, order=order, per_cell=per_cell)
 
     # mudata hooks
 

@@ -108,6 +108,10 @@ class MixtureGaussianPrior(Prior):
     def log_prob(self, z: tf.Tensor) -> tf.Tensor:
         return tf.reduce_logsumexp(self._log_joint(tf.cast(z, tf.float32)), axis=-1)
 
+    def modes(self) -> tf.Tensor:
+        """The component means, ``(K, d)``."""
+        return tf.convert_to_tensor(self.means)
+
     def cluster_probabilities(self, z: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(self._log_joint(tf.cast(z, tf.float32)), axis=-1)
 

@@ -100,6 +100,11 @@ class Prior(keras.layers.Layer):
         (for predicting a modality from its parents, where z has no data to come from)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be sampled; implement `sample(n, rng)`.")
 
+    def modes(self) -> tf.Tensor:
+        """Points of high prior density, ``(M, d)`` float32: where inference of a latent without
+        an encoder starts (the best of them for each cell). The origin by default."""
+        return tf.zeros((1, self.latent_dim), tf.float32)
+
     def cluster_probabilities(self, z: tf.Tensor) -> tf.Tensor:
         """``p(c|z)``, ``(B, K)``; only mixture priors have clusters."""
         raise TypeError(f"{type(self).__name__} is not a mixture prior, so it has no cluster probabilities.")

@@ -11,14 +11,21 @@ import pandas as pd
 import tensorflow as tf
 
 from ..module import Component
-from ..nn import codebook_usage
 from ..seed import seeded
-from ..train import MODES, global_mean
+from ..train import MODES
 from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
 from .graph import ComponentGraph
+from .inference import (
+    DEFAULT_INFERENCE_RATE,
+    DEFAULT_STEPS,
+    infer_latents,
+    per_cell_inputs,
+    predict_from_representation,
+)
 from .marginal import marginal_log_likelihood
+from .perturbation import silencing_effects
 from .prediction import predict_modality
 from .specs import (
     check_components,
@@ -32,11 +39,12 @@ from .specs import (
     with_default_units,
 )
 from .stages import fit_model
+from .steps import TrainingSteps
 from .traversal import LatentTraversal, latent_traversal
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
-class CAVACHON(keras.Model, MultimodalModel):
+class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
     """Hierarchical VAE over a user-given DAG of components (paper Eq. 1-3).
 
     Each component owns a latent z with a mixture-of-Gaussians prior and decodes its
@@ -164,6 +172,8 @@ class CAVACHON(keras.Model, MultimodalModel):
         components = [
             {
                 **c,
+                **({"representation": {"n_cells": data.n_obs, **(c.get("representation") or {})}}
+                   if c.get("posterior") == "representation" else {}),
                 "encoder": with_chromosome_sizes(with_default_units(c.get("encoder"), units), sizes),
                 "decoder": with_chromosome_sizes(with_default_units(c.get("decoder"), units[::-1]), sizes),
             }
@@ -171,7 +181,11 @@ class CAVACHON(keras.Model, MultimodalModel):
             for sizes in [chromosome_sizes_of(data, [c["modalities"]] if isinstance(c["modalities"], str)
                                               else c["modalities"])]
         ]
-        return cls(modalities=modalities, components=components, **kwargs)
+        model = cls(modalities=modalities, components=components, **kwargs)
+        for component in model.components.values():
+            if component.posterior == "representation" and component.encoder.n_cells == data.n_obs:
+                component.encoder.assign_cells(data.obs_names)
+        return model
 
     # ------------------------------------------------------------------ forward pass
     @property
@@ -211,29 +225,10 @@ class CAVACHON(keras.Model, MultimodalModel):
                 sample=sample,
                 decode=decode and name in requested,
                 noise=None if noise is None else noise.get(name),
+                index=inputs.get("index", {}).get(name),
+                latent=inputs.get("latent", {}).get(name),
             )
         return outputs
-
-    def loss_terms(
-        self, x: Mapping[str, tf.Tensor], outputs: Mapping[str, Any], components: Sequence[str]
-    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        """Per-cell loss of ``components`` and its named terms (``<c>_kl``, ``<m>_nll``).
-
-        The loss is the negative ELBO with its KL terms weighted by the variable ``kl_weight``
-        (1 except during a KL warm-up); during pre-training the KL is to a standard
-        normal. The terms are unweighted, and the logged ``loss`` is their sum, so the
-        monitored loss is the negative ELBO whatever the warm-up.
-        """
-        terms: dict[str, tf.Tensor] = {}
-        kls, nlls = [], []
-        for name in components:
-            parts = self.components[name].loss_terms(x, outputs[name], pretrain=self._pretraining)
-            terms[f"{name}_kl"] = parts["kl"]
-            terms.update({f"{m}_nll": v for m, v in parts["nll"].items()})
-            kls.append(parts["kl"])
-            nlls.extend(parts["nll"].values())
-        kl, nll = tf.add_n(kls), tf.add_n(nlls)
-        return nll + kl * tf.cast(self.kl_weight, kl.dtype), terms
 
     # ------------------------------------------------------------------ training
     def _set_active(self, components: Sequence[str]) -> None:
@@ -244,55 +239,6 @@ class CAVACHON(keras.Model, MultimodalModel):
             # reach its sublayers (a prior frozen for pre-training stayed frozen).
             component.trainable = False
             component.trainable = name in self._active
-
-    def _update_trackers(self, terms: Mapping[str, tf.Tensor], outputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        self.loss_tracker.update_state(tf.add_n(list(terms.values())))
-        logs = {"loss": self.loss_tracker.result()}
-        for name in self._active:
-            if name in self.usage_trackers and "codes" in outputs[name]:
-                usage = codebook_usage(outputs[name]["codes"], self.components[name].n_codes)
-                for tracker, value in zip(self.usage_trackers[name].values(), usage):
-                    tracker.update_state(value)
-                    logs[tracker.name] = tracker.result()
-            self.kl_trackers[name].update_state(terms[f"{name}_kl"])
-            logs[f"{name}_kl"] = self.kl_trackers[name].result()
-            for m in self.graph.modalities(name):
-                self.nll_trackers[m].update_state(terms[f"{m}_nll"])
-                logs[f"{m}_nll"] = self.nll_trackers[m].result()
-        return logs
-
-    def train_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        """One gradient step of the current stage's components on a batch of :meth:`make_dataset`,
-        the loss averaged over the global batch (replicas of a ``tf.distribute`` strategy together
-        take the single-device step); returns the running ``loss``, ``<c>_kl`` and ``<m>_nll``."""
-        with tf.GradientTape() as tape:
-            outputs = self(data, training=True, sample=self.sample_latent, components=self._active)
-            per_cell, terms = self.loss_terms(data["x"], outputs, self._active)
-            loss = self.optimizer.scale_loss(global_mean(per_cell))
-        weights = self.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return self._update_trackers(terms, outputs)
-
-    def test_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        """The running metrics of :meth:`train_step` on a batch, without a gradient step."""
-        outputs = self(data, training=False, sample=self.sample_latent, components=self._active)
-        _, terms = self.loss_terms(data["x"], outputs, self._active)
-        return self._update_trackers(terms, outputs)
-
-    def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        """Float32 posterior means of a batch for ``predict``: ``z_<c>``, ``z_hat_<c>`` and, when the
-        prior clusters, ``cluster_probabilities_<c>``."""
-        outputs = self(data, training=False, sample=False, decode=False)
-        result = {}
-        for name, out in outputs.items():
-            # float32 whatever the dtype policy: under mixed precision layers return float16
-            result[f"z_{name}"] = tf.cast(out["z_mean"], tf.float32)
-            result[f"z_hat_{name}"] = tf.cast(out["z_hat"], tf.float32)
-            if getattr(self.components[name].prior, "n_clusters", None):
-                result[f"cluster_probabilities_{name}"] = self.components[name].prior.cluster_probabilities(
-                    out["z_mean"]
-                )
-        return result
 
     def compile(self, optimizer: Any = None, loss: Any = None, jit_compile: bool | str = False, **kwargs) -> None:
         """Configure training; ``optimizer`` defaults to Adam with learning rate 1e-3.
@@ -340,15 +286,23 @@ class CAVACHON(keras.Model, MultimodalModel):
                 self.optimizer.build(self.trainable_variables)
 
     def make_dataset(self, data: Any, batch_size: int = 256, shuffle: bool = False, seed: int | None = None,
-                     indices: np.ndarray | None = None, order: tf.Variable | None = None) -> tf.data.Dataset:
+                     indices: np.ndarray | None = None, order: tf.Variable | None = None,
+                     training: bool = False) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of ``data`` encoded the way this model expects.
 
         Counts stay sparse per batch, except under a multi-replica strategy:
         tf.distribute cannot split ``SparseTensor`` batches across replicas, so
         there each batch (never the whole matrix) is densified in the pipeline.
+
+        For components with learned representations (``posterior: representation``), the
+        batches carry each cell's latent: its learned row for cells the model was trained
+        on, a latent inferred against the frozen model for others (:meth:`predict_new`).
+        With ``training`` they carry the rows themselves (``index``), which ``fit`` trains;
+        every cell must then have one.
         """
         self.check_data(data)
         return data.to_dataset(
+            per_cell=self._per_cell(data, indices, training),
             batch_size=batch_size,
             shuffle=shuffle,
             seed=(self.seed or 0) if seed is None else seed,
@@ -358,6 +312,32 @@ class CAVACHON(keras.Model, MultimodalModel):
             batch_categories=self.batch_categories,
             sparse=self.distribute_strategy.num_replicas_in_sync == 1,
         )
+
+    def _per_cell(self, data: Any, indices: Any, training: bool) -> dict[str, Any] | None:
+        return per_cell_inputs(self, data, indices, training)
+
+    def predict_new(self, data: Any, modalities: Sequence[str] | None = None, components: Sequence[str] | None = None,
+                    n_steps: int = DEFAULT_STEPS, learning_rate: float = DEFAULT_INFERENCE_RATE,
+                    batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Latents of cells the model was not trained on, for components without an encoder.
+
+        Each cell's latent ``z_<component>`` (cells x d) maximises ``log p(x | z) + log p(z)``
+        with the model frozen (multiDGD's inference): from the best prior mode, ``n_steps``
+        Adam steps at ``learning_rate``. Only ``modalities`` (default: every modality of the component that ``data``
+        has) enter ``p(x | z)``, so cells measured in one modality get a latent from which
+        the others are decoded. Nothing in the model changes.
+        """
+        names = components or [c for c, m in self.components.items() if m.posterior == "representation"]
+        if not names:
+            raise ValueError("every component of this model has an encoder; use get_latent_representation.")
+        result = {}
+        for name in names:
+            if name not in self.components:
+                raise KeyError(f"unknown component {name!r}; the model has {list(self.components)}.")
+            mods = None if modalities is None else [m for m in modalities if m in self.graph.modalities(name)]
+            result[f"z_{name}"] = infer_latents(self, data, name, modalities=mods, n_steps=n_steps,
+                                                learning_rate=learning_rate, batch_size=batch_size)
+        return result
 
     def check_data(self, data: Any) -> None:
         """Raise a specific error if ``data`` does not fit this model (before any training)."""
@@ -451,8 +431,28 @@ class CAVACHON(keras.Model, MultimodalModel):
         return predictive_sample(self, data, modality, **kwargs)
 
     def predict_modality(self, data: Any, target: str, **kwargs: Any) -> np.ndarray:
-        """Through the DAG, from ``target``'s ancestors: see :mod:`cavachon_like.model.prediction`."""
+        """Through the DAG, from ``target``'s ancestors: see :mod:`cavachon_like.model.prediction`.
+        A component without an encoder infers its latent from its other modalities instead."""
+        component = self.graph.component_of(target) if target in self.modality_names else None
+        if component is not None and self.components[component].posterior == "representation":
+            return predict_from_representation(self, data, target, **kwargs)
         return predict_modality(self, data, target, **kwargs)
+
+    def silencing_effects(self, data: Any, genes: Sequence[str], source: str, target: str,
+                          **kwargs: Any) -> pd.DataFrame:
+        """Predicted change of every ``target`` feature when each of ``genes`` (of ``source``) is
+        silenced: one latent step towards the silenced profile (multiDGD's in-silico perturbation);
+        see :func:`cavachon_like.model.perturbation.silencing_effects` for the options."""
+        return silencing_effects(self, data, genes, source, target, **kwargs)
+
+    def map_query(self, query: Any, reference: Any = None, label_key: str | None = None, **kwargs: Any) -> Any:
+        """Add the query's new batch categories and train only their weights (scArches' surgery), then
+        the query's latents, clusters and kNN label transfer from ``reference``: see
+        :meth:`MultimodalModel.map_query` and, for the training options, :func:`cavachon_like.model.query.map_query`.
+        Returns a :class:`~cavachon_like.model.QueryMapping`; this model is not modified."""
+        from .query import map_query
+
+        return map_query(self, query, reference, label_key, **kwargs)
 
     def marginal_log_likelihood(self, data: Any, **kwargs: Any) -> np.ndarray:
         """See :mod:`cavachon_like.model.marginal`."""

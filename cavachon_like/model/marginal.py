@@ -29,6 +29,11 @@ def marginal_log_likelihood(model: Any, data: Any, n_samples: int = 100, indices
         raise ValueError(f"components {quantised} have a quantised latent (posterior: vq), a point mass with no "
                          "density: importance sampling has no proposal to weigh. Compare such models by their "
                          "held-out reconstruction (the *_nll terms of model.evaluate(model.make_dataset(data))) instead.")
+    learned = [c for c in model.latent_names if model.components[c].posterior == "representation"]
+    if learned:
+        raise ValueError(f"components {learned} learn a point latent per cell (posterior: representation, maximum a "
+                         "posteriori) with no posterior distribution to importance-sample. Compare such models by "
+                         "their held-out reconstruction (the *_nll terms of model.evaluate(model.make_dataset(data))).")
     cells = np.arange(data.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
     dataset = model.make_dataset(data, batch_size=batch_size, shuffle=False, indices=cells)
     rng = np.random.default_rng(seed)

@@ -126,8 +126,9 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
         if validation_split:
             train_idx, val_idx = x.split(validation_split, seed=model.seed or 0)
             if validation_data is None:
-                validation_data = model.make_dataset(x, batch_size=batch_size, indices=val_idx)
-        x = model.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx, order=progress.order)
+                validation_data = model.make_dataset(x, batch_size=batch_size, indices=val_idx, training=True)
+        x = model.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx, order=progress.order,
+                               training=True)
     elif validation_split:
         raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
     unadapted = [f"{c}.{m}" for c, comp in model.components.items() for m, p in comp.preprocessors.items()
@@ -136,7 +137,7 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
         raise ValueError(f"the preprocessors of {unadapted} need data statistics (TF-IDF); call "
                          "model.adapt(data) with the MultiModality before fitting on a tf.data.Dataset.")
     if isinstance(validation_data, MultiModality):
-        validation_data = model.make_dataset(validation_data, batch_size=batch_size)
+        validation_data = model.make_dataset(validation_data, batch_size=batch_size, training=True)
     phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
     stages = []
     for stage in training_plan(model.graph.order, model.training_mode):

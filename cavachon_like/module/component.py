@@ -15,6 +15,7 @@ from ..nn import (
     PREPROCESSORS,
     MixtureOfExperts,
     ProductOfExperts,
+    LearnedRepresentation,
     QuantizedExperts,
     library_size,
     log_mixture_density,
@@ -23,7 +24,7 @@ from .spec import build_from_spec
 
 DEFAULT_LATENT_DIM = 20
 #: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
-POSTERIORS = ("concat", "poe", "moe", "vq")
+POSTERIORS = ("concat", "poe", "moe", "vq", "representation")
 #: The posteriors built from one encoder (expert) per modality.
 EXPERT_POSTERIORS = {"poe": ProductOfExperts, "moe": MixtureOfExperts, "vq": QuantizedExperts}
 
@@ -67,11 +68,17 @@ class Component(keras.layers.Layer):
         modality, so each modality learns to reconstruct the others) or ``"vq"`` (CVQVAE:
         the experts' outputs quantised on one shared codebook,
         :class:`~cavachon_like.nn.QuantizedExperts`; every expert's code decodes every
-        modality, and the KL term is replaced by the commitment and alignment losses).
-        The encoder spec applies to every expert.
+        modality, and the KL term is replaced by the commitment and alignment losses)
+        or ``"representation"`` (multiDGD: no encoder; each cell's z is a learned row of
+        :class:`~cavachon_like.nn.LearnedRepresentation`, trained by maximum a posteriori,
+        so the ``kl`` term is ``-log p(z)``). The encoder spec applies to every expert.
     quantizer
         Options of :class:`~cavachon_like.nn.QuantizedExperts` for ``posterior="vq"``
         (``n_codes``, ``decay``, ``beta``, ``restart_below``, ``alignment``).
+    representation
+        Options of :class:`~cavachon_like.nn.LearnedRepresentation` for
+        ``posterior="representation"``: ``n_cells`` (required; ``CAVACHON.from_data``
+        fills it in), ``learning_rate``, ``beta_1``, ``beta_2``.
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
@@ -95,6 +102,7 @@ class Component(keras.layers.Layer):
         hierarchical_encoder: str | dict | None = None,
         preprocessor: str | dict | None = None,
         quantizer: Mapping[str, Any] | None = None,
+        representation: Mapping[str, Any] | None = None,
         seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -105,6 +113,12 @@ class Component(keras.layers.Layer):
             raise ValueError(f"component {self.name!r}: posterior must be one of {POSTERIORS}, got {posterior!r}.")
         if quantizer and posterior != "vq":
             raise ValueError(f"component {self.name!r}: quantizer options apply to posterior: vq, not {posterior!r}.")
+        if representation and posterior != "representation":
+            raise ValueError(f"component {self.name!r}: representation options apply to posterior: representation, "
+                             f"not {posterior!r}.")
+        if posterior == "representation" and not (representation or {}).get("n_cells"):
+            raise ValueError(f"component {self.name!r}: posterior: representation learns one latent per cell and needs "
+                             "representation: {n_cells: ...}; CAVACHON.from_data(data, ...) fills it in from the data.")
         if len(parents) != len(parent_dims):
             raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
         self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
@@ -121,6 +135,7 @@ class Component(keras.layers.Layer):
             "preprocessor": preprocessor,
         }
         self.quantizer = dict(quantizer or {})
+        self.representation = dict(representation or {})
         self.seed = seed
         self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
         self.preprocessors = {
@@ -129,7 +144,9 @@ class Component(keras.layers.Layer):
             )
             for m, lik in self.likelihoods.items()
         }
-        if posterior in EXPERT_POSTERIORS:
+        if posterior == "representation":
+            self.encoder = LearnedRepresentation(latent_dim=self.latent_dim, **self.representation, name="encoder")
+        elif posterior in EXPERT_POSTERIORS:
             options = {"seed": seed, **self.quantizer} if posterior == "vq" else {}
             self.encoder = EXPERT_POSTERIORS[posterior](
                 [build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name=f"expert_{m}")
@@ -215,7 +232,9 @@ class Component(keras.layers.Layer):
         latent = (None, self.latent_dim)
         for m in mods:
             self.preprocessors[m].build(x_shape[m])
-        if self.has_experts:
+        if self.posterior == "representation":
+            self.encoder.build((None,))
+        elif self.has_experts:
             self.encoder.build([x_shape[m] for m in mods], [batch_shape[m] for m in mods])
         else:
             self.encoder.build([x_shape[m] for m in mods], all_batch)
@@ -233,19 +252,25 @@ class Component(keras.layers.Layer):
         decode: bool = True,
         noise: tf.Tensor | None = None,
         training: bool | None = None,
+        index: tf.Tensor | None = None,
+        latent: tf.Tensor | None = None,
     ) -> dict[str, Any]:
         """Encode, sample (when ``sample``), incorporate parents and (when ``decode``) decode.
 
         ``noise`` (standard normal, (B, d)) replaces the layer's own draws when
         sampling, so that analyses can draw reproducible posterior samples. With
         ``posterior="vq"``, ``z`` is the code of the experts' mean (``z_mean``), and
-        ``training`` (which Keras passes down from the model) moves the codebook.
+        ``training`` (which Keras passes down from the model) moves the codebook. With
+        ``posterior="representation"``, ``z`` is ``latent`` (B, d) when given, else the
+        learned rows ``index`` (B,) of the cells.
 
         Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)) and,
         when decoding, ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
         """
         mods = self.modalities
         sizes = {m: library_size(x[m]) for m in mods}
+        if self.posterior == "representation":
+            return self._represented(x, batch, parents, sizes, decode, index, latent)
         encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
         if self.posterior in ("moe", "vq") and sample and noise is None:
             return self._stratified(x, batch, parents, encoded, sizes, decode, bool(training) and self.trainable)
@@ -265,6 +290,22 @@ class Component(keras.layers.Layer):
         outputs = {"z_mean": z_mean, "z_var": z_var, "z": z, "z_hat": z_hat}
         if decode:
             outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in mods}
+            outputs["library_size"] = sizes
+        return outputs
+
+    def _represented(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
+                     sizes: Mapping[str, tf.Tensor], decode: bool, index: tf.Tensor | None,
+                     latent: tf.Tensor | None) -> dict[str, Any]:
+        """The pass of a learned representation: z is the cells' rows (or ``latent``), a point, no noise."""
+        if latent is None and index is None:
+            raise ValueError(f"component {self.name!r} learns one latent per cell (posterior: representation), so it "
+                             "needs each cell's row (`index`) or latent: build the batches with the model's "
+                             "make_dataset, which infers the latents of new cells (predict_new).")
+        z = tf.cast(latent, self.compute_dtype) if latent is not None else self.encoder(index)
+        z_hat = self.hierarchical_encoder(z, parents)
+        outputs = {"z_mean": z, "z_var": tf.zeros_like(z), "z": z, "z_hat": z_hat}
+        if decode:
+            outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in self.modalities}
             outputs["library_size"] = sizes
         return outputs
 
@@ -333,7 +374,10 @@ class Component(keras.layers.Layer):
         prior = self.pretrain_prior if pretrain else self.prior
         if "experts" in outputs:
             return self._stratified_terms(x, outputs["experts"], params, prior)
-        kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
+        if self.posterior == "representation":  # a point estimate (MAP): its prior term is -log p(z)
+            kl = -prior.log_prob(tf.cast(outputs["z"], tf.float32))
+        else:
+            kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
         nll = {
             m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]), params[m])
             for m in self.modalities
@@ -372,5 +416,6 @@ class Component(keras.layers.Layer):
             "posterior": self.posterior,
             **self.specs,
             "quantizer": self.quantizer,
+            "representation": self.representation,
             "seed": self.seed,
         }

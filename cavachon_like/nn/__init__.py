@@ -1,4 +1,4 @@
-"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, vector quantisation, decoders."""
+"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, vector quantisation, learned representations, decoders."""
 from .conv import Conv1DDecoder, Conv1DEncoder
 from .decoder import DECODERS, Decoder
 from .encoder import ENCODERS, Encoder
@@ -9,6 +9,7 @@ from .preprocessor import PREPROCESSORS, Preprocessor, library_size
 from .product_of_experts import ProductOfExperts, product_of_gaussians
 from .quantized_experts import QuantizedExperts
 from .quantizer import VectorQuantizer, codebook_usage, perplexity
+from .representation import LearnedRepresentation
 
 __all__ = [
     "DECODERS",
@@ -21,6 +22,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "HierarchicalEncoder",
+    "LearnedRepresentation",
     "MixtureOfExperts",
     "Preprocessor",
     "ProductOfExperts",

@@ -66,6 +66,9 @@ DESCRIPTIONS = {
     "model.components[].posterior": "How a joint latent combines its modalities (`Posteriors`_).",
     "model.components[].quantizer": "Options of the codebook for ``posterior: vq`` (see "
                                      ":class:`~cavachon_like.module.Component`).",
+    "model.components[].representation": "Options of the per-cell latent table for ``posterior: "
+                                          "representation`` (multiDGD; ``n_cells`` comes from the data; "
+                                          "``learning_rate``, ``beta_1``, ``beta_2`` of its per-row Adam).",
     "model.components[].prior": "A prior name or ``{class: name, **options}`` (`Priors`_); ``null``: the "
                                 "mixture of Gaussians.",
     "model.components[].n_clusters": "K of the mixture prior; default ``2 * latent_dim + 1``.",
