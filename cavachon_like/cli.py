@@ -3,7 +3,8 @@
 ``cavachon-like train CONFIG [--data PATH] [--out DIR] [--epochs N] [--seed S]`` trains a model;
 ``cavachon-like analyze RUN_DIR [options]`` adds clustering, metrics, attribution, differential
 analysis and GSEA tables and figures to the folder ``train`` wrote;
-``cavachon-like predict RUN_DIR --target M`` predicts a modality from the others.
+``cavachon-like predict RUN_DIR --target M`` predicts a modality from the others;
+``cavachon-like map-query RUN_DIR --data NEW.h5mu`` maps new cells (e.g. from new batches) into a run's model.
 ``--verbose`` (anywhere) shows TensorFlow's own log and debug messages.
 """
 from __future__ import annotations
@@ -67,6 +68,25 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output .h5mu (default: RUN_DIR/predicted_<target>.h5mu)")
     predict.add_argument("--n-samples", type=int, default=25, help="draws of the target's latent (default 25)")
     predict.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
+
+    query = commands.add_parser("map-query", parents=[common],
+                                help="map new cells (e.g. new batches) into a training run's model (scArches-style)")
+    query.add_argument("run_dir", help="folder written by `cavachon-like train` (result.h5mu, model.keras)")
+    query.add_argument("--data", required=True,
+                       help="the new cells (.h5mu with the run's modalities and batch columns)")
+    query.add_argument("--out", help="output .h5mu: the new cells with latents, clusters and transferred labels "
+                       "(default: RUN_DIR/query.h5mu)")
+    query.add_argument("--label-key", help="obs column of the run's cells whose labels are transferred "
+                       "(default: the run's data.label_key; none: no transfer)")
+    query.add_argument("--latent", help="latent space of the label transfer (default: the last component)")
+    query.add_argument("--neighbors", type=int, dest="n_neighbors", metavar="K",
+                       help="reference neighbours per new cell in the label transfer (default: 15)")
+    query.add_argument("--epochs", type=int,
+                       help="epochs per training stage of the new batches' weights (default: 20)")
+    query.add_argument("--reindex", action="store_true",
+                       help="take the run's features by name, filling missing ones with zeros "
+                       "(default: features that differ from the run's are an error)")
+    query.add_argument("--model-out", help="also save the model extended with the new batches (.keras)")
 
     analyze = commands.add_parser("analyze", parents=[common],
                                   help="analyse a training run: tables (CSV) and figures (PNG)")
@@ -211,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _analyze(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "map-query":
+        return _map_query(args)
     from .config import load_config, train
 
     overrides = {}
@@ -267,6 +289,28 @@ def _predict(args: argparse.Namespace) -> int:
     if "median_r" in result:
         print(f"median correlation with the observed {args.target} across features: {result['median_r']:.3f}")
     print(f"{_wrote([result['path']])} (predicted {args.target} in layer 'predicted')")
+    return 0
+
+
+def _map_query(args: argparse.Namespace) -> int:
+    from .model.query import map_query_run
+
+    options = {k: getattr(args, k) for k in ("latent", "n_neighbors", "epochs") if getattr(args, k) is not None}
+    try:  # the input is read and checked (as InputError) before anything trains
+        result = map_query_run(args.run_dir, args.data, out=args.out, label_key=args.label_key,
+                               model_out=args.model_out, reindex=args.reindex, **options)
+    except InputError as error:
+        print(f"cavachon-like: error: {error}", file=sys.stderr)
+        return 2
+    mapping = result["mapping"]
+    if mapping.accuracy is not None:
+        print(f"label transfer: {mapping.accuracy:.3f} of the new cells get their own {mapping.label_key} "
+              f"(reference cells among themselves: {mapping.reference_accuracy:.3f})")
+    new = sorted({c for columns in mapping.new_categories.values() for cats in columns.values() for c in cats})
+    keys = ", ".join(k.split("/", 1)[1] for k in result["written"] if not k.startswith("uns/"))
+    model = f"; extended model: {result['model_path']}" if result["model_path"] is not None else ""
+    print(f"{_wrote([result['path']])} ({len(mapping.obs_names)} cells; {keys}; new batches: "
+          f"{', '.join(new) if new else 'none'}{model})")
     return 0
 
 

@@ -202,10 +202,41 @@ class Modality(ad.AnnData):
                     f"{sorted(set(values[unseen]))[:5]} not among "
                     f"the given categories {cats} (in {unseen.size} cells, e.g. "
                     f"{name_examples(self.obs_names[unseen])}); a model can only use batches it was trained with, so "
-                    "remove these cells or retrain with these categories."
+                    "remove these cells, retrain with these categories, or add them to the trained model with "
+                    "model.map_query(data) (it trains weights for the new batches only)."
                 )
             blocks.append(np.eye(len(cats), dtype=np.float32)[codes])
         return np.concatenate(blocks, axis=1)
+
+    def unseen_batch_categories(self, categories: Mapping[str, Sequence[Any]]) -> dict[str, list[str]]:
+        """Values of the batch columns that ``categories`` does not list: the batches a model
+        trained with ``categories`` has never seen (what :meth:`batch_one_hot` refuses).
+
+        Parameters
+        ----------
+        categories
+            ``{column: categories}``, e.g. a trained model's ``batch_categories[modality]``;
+            a ``batch_key`` column it lacks counts as entirely unseen.
+
+        Returns
+        -------
+        dict
+            ``{column: sorted unseen values}`` for the columns that have any; empty when
+            every cell is from a known batch.
+
+        Raises
+        ------
+        ValueError
+            If a batch column is missing or has missing values.
+        """
+        own = self.batch_categories()
+        unseen = {}
+        for col in self.batch_key:
+            known = {str(c) for c in categories.get(col, [])}
+            new = [c for c in own[col] if c not in known]
+            if new:
+                unseen[col] = new
+        return unseen
 
     def validate(self, support: str | None = None) -> None:
         """Check that the data fits the likelihood and the batch columns exist.

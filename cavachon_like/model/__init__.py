@@ -2,5 +2,6 @@
 from .base import MultimodalModel
 from .cavachon import CAVACHON
 from .graph import ComponentGraph
+from .mapping import QueryMapping
 
-__all__ = ["CAVACHON", "ComponentGraph", "MultimodalModel"]
+__all__ = ["CAVACHON", "ComponentGraph", "MultimodalModel", "QueryMapping"]

@@ -15,6 +15,11 @@ import numpy as np
 import pandas as pd
 
 from .differential import DEFAULT_DELTA, DEFAULT_FDR, differential_expression
+from .mapping import DEFAULT_QUERY_NEIGHBORS, QueryMapping
+
+# QueryMapping is needed for annotations only, but imported at runtime so that references to
+# cavachon_like.model.base.QueryMapping (where it was defined before) still resolve; mapping imports
+# this module only for type checking, so there is no cycle.
 
 if TYPE_CHECKING:  # the return type only; the module imports TensorFlow, which the interface need not
     from .traversal import LatentTraversal
@@ -190,6 +195,65 @@ class MultimodalModel:
             f"{type(self).__name__} has no hierarchy of latents, so conditional attribution does not apply; "
             f"attributable latents: {self.attributable_latents}."
         )
+
+    def map_query(
+        self,
+        query: Any,
+        reference: Any = None,
+        label_key: str | None = None,
+        latent: str | None = None,
+        n_neighbors: int = DEFAULT_QUERY_NEIGHBORS,
+        reindex: bool = False,
+        batch_size: int = 1024,
+        **training: Any,
+    ) -> QueryMapping:
+        """Place new cells, possibly from batches the model has never seen, in its latent spaces.
+
+        The query's batch categories that the model does not know are added to the model
+        (scArches' architecture surgery): every weight that reads the batch covariates gets
+        weights for them, which are trained on the query alone while every other weight
+        stays the reference's, bit for bit. The reference cells' latents are therefore
+        unchanged, and the query cells land in the same spaces. Categories the model
+        already knows are mapped as those batches (logged); a query without new
+        categories trains nothing and is mapped by the model as it is. Then the query's
+        latents and clusters are computed and, with a ``reference`` and ``label_key``, each
+        query cell takes the majority label of its ``n_neighbors`` nearest reference cells
+        in ``latent`` (kNN label transfer,
+        :func:`~cavachon_like.model.mapping.transfer_labels`).
+
+        Parameters
+        ----------
+        query
+            The new cells (a :class:`~cavachon_like.data.MultiModality` with the model's
+            modalities and batch columns).
+        reference
+            Cells the model was trained on, with ``label_key``: the labels to transfer. With
+            a reference, the query's features are also checked by name against it.
+        label_key
+            Column of ``reference.obs`` with the labels; reference cells without one are
+            left out of the transfer.
+        latent
+            Latent space of the label transfer; default the last of :attr:`latent_names`.
+        n_neighbors
+            Reference neighbours per query cell.
+        reindex
+            When the query's features differ from the reference's: ``False`` raises naming
+            the missing and extra features; ``True`` takes the reference's features in its
+            order, missing ones filled with zeros (logged with how many); see
+            :func:`~cavachon_like.model.mapping.align_features`.
+        batch_size
+            Cells per batch when computing latents.
+        **training
+            The family's training options (CAVACHON: :func:`cavachon_like.model.query.map_query`).
+
+        Returns
+        -------
+        cavachon_like.model.mapping.QueryMapping
+            The model the query was mapped with, the query's latents, clusters and
+            transferred labels with their confidence; ``QueryMapping.annotate(query)``
+            writes them into the query data.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
     # ------------------------------------------------------------------ given by the interface
     def annotate(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
