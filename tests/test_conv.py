@@ -193,3 +193,134 @@ def test_from_data_fills_in_the_chromosome_sizes_of_binned_modalities():
     from cavachon_like.model.specs import chromosome_sizes_of
 
     assert chromosome_sizes_of(data, ["atac", "rna"]) is None and chromosome_sizes_of(data, ["atac"]) == [40, 56]
+
+
+def _randomise(layer: keras.layers.Layer, seed: int = 0) -> None:
+    """Random weights, moving statistics included, so that every term of the layers matters."""
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if "moving_variance" in w.path
+                       else (0.3 * rng.normal(size=w.shape)).astype(np.float32) for w in layer.weights])
+
+
+def _windows_covering(n: int, kernel: int, stride: int) -> int:
+    """The fewest windows starting at 0, S, 2S, ... that cover n positions."""
+    return 1 + max(0, -(-(n - kernel) // stride))
+
+
+def _reference_encoder(encoder: Conv1DEncoder, x: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """conv_features in inference, one chromosome at a time through the plain Keras layers: each
+    chromosome zero-padded on its own, so by construction no window sees two chromosomes."""
+    starts = np.cumsum([0, *sizes[:-1]])
+    outputs = []
+    for start, n in zip(starts, sizes):
+        h = tf.constant(x[:, start:start + n])
+        for conv, norm, k, s in zip(encoder.convs, encoder.conv_norms, encoder.kernel_sizes, encoder.strides):
+            windows = _windows_covering(int(h.shape[1]), k, s)
+            h = tf.pad(h, [[0, 0], [0, k + s], [0, 0]])
+            h = tf.nn.relu(norm(conv(h)[:, :windows], training=False))
+        outputs.append(h)
+    return tf.concat(outputs, axis=1).numpy()
+
+
+def _reference_decoder(decoder: Conv1DDecoder, z: tf.Tensor, batch: tf.Tensor, sizes: list[int]) -> dict:
+    """The decoder in inference, its transposed convolutions one chromosome at a time (Keras layers)."""
+    h = decoder.dense(tf.concat([z, batch], -1))
+    h = tf.reshape(h, [-1, decoder.positions, decoder.filters[-1]])
+    lengths = [sizes]  # per layer, each chromosome's positions from the input side
+    for k, s in zip(decoder.kernel_sizes, decoder.strides):
+        lengths.append([_windows_covering(n, k, s) for n in lengths[-1]])
+    layers = [(deconv, norm, i) for deconv, norm, i in zip(decoder.deconvs, decoder.norms,
+                                                            range(len(decoder.filters) - 1, 0, -1))]
+
+    def up(h: tf.Tensor, layer: keras.layers.Layer, i: int) -> tf.Tensor:
+        pieces = tf.split(h, lengths[i + 1], axis=1)
+        return tf.concat([layer(p)[:, :n] for p, n in zip(pieces, lengths[i])], axis=1)
+
+    for deconv, norm, i in layers:
+        h = tf.nn.relu(norm(up(h, deconv, i), training=False))
+    return {p: up(h, head, 0)[..., 0].numpy() for p, head in decoder.heads.items()}
+
+
+@pytest.mark.parametrize("kw", [
+    {"filters": [6], "kernel_size": 11},                        # the shipped K11/S11
+    {"filters": [4, 6], "kernel_size": 3},                      # two layers, kernel = stride
+    {"filters": [4, 6], "kernel_size": 5, "strides": 2},        # overlapping windows
+    {"filters": [4, 5, 3], "kernel_size": [3, 5, 2], "strides": [3, 2, 4]},  # stride > kernel too
+])
+@pytest.mark.parametrize("sizes", [[60, 35, 11, 5, 7], None])
+def test_encoder_and_decoder_match_a_per_chromosome_reference(kw, sizes):
+    """The padding by splits and concats, the kernel = stride transposed convolution as a matrix
+    product and the scattered sparse input give what the plain Keras layers give chromosome by
+    chromosome (dense or sparse input, eager or in a graph)."""
+    n = sum(sizes) if sizes else 118
+    x = [counts(5, n, 7), counts(5, n, 8)]
+    batch = onehot(5, 2)
+    encoder = Conv1DEncoder(3, units=[], chromosome_sizes=sizes, **kw)
+    encoder.build([(None, n)] * 2, (None, 2))
+    _randomise(encoder, 1)
+    expected = _reference_encoder(encoder, np.stack([t.numpy() for t in x], -1), sizes or [n])
+    sparse = [tf.sparse.from_dense(t) for t in x]
+    graph = tf.function(lambda a, b: encoder.conv_features([a, b], training=False))
+    for got in (encoder.conv_features(x), encoder.conv_features(sparse), graph(*sparse), graph(*x)):
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+    decoder = Conv1DDecoder(n, ("logits", "dispersion"), chromosome_sizes=sizes, **kw)
+    decoder.build((None, 3), (None, 2))
+    _randomise(decoder, 2)
+    z = tf.constant(np.random.default_rng(3).normal(size=(5, 3)), tf.float32)
+    expected = _reference_decoder(decoder, z, batch, sizes or [n])
+    for got in (decoder(z, batch), tf.function(lambda a: decoder(a, batch))(z)):
+        for p in expected:
+            np.testing.assert_allclose(got[p].numpy(), expected[p], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_batch_norm_is_keras_batch_norm():
+    """Training: the same output, gradients and moving statistics as the Keras layer; anything
+    else goes through the layer."""
+    from cavachon_like.nn.conv import _batch_norm
+
+    h = tf.constant(np.random.default_rng(0).gamma(2.0, size=(6, 9, 4)), tf.float32)
+    keras_norm, fused_norm = keras.layers.BatchNormalization(), keras.layers.BatchNormalization()
+    for norm in (keras_norm, fused_norm):
+        norm.build(h.shape)
+    _randomise(keras_norm)
+    fused_norm.set_weights(keras_norm.get_weights())
+    results = []
+    for apply, norm in ((lambda: keras_norm(h, training=True), keras_norm),
+                        (lambda: _batch_norm(fused_norm, h, True), fused_norm)):
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            y = apply()
+            loss = tf.reduce_sum(tf.sin(3.0 * y))
+        results.append([y, *tape.gradient(loss, [h, norm.gamma, norm.beta]), *norm.non_trainable_weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
+    # Inference and a frozen layer use the moving statistics, as the layer does.
+    np.testing.assert_allclose(_batch_norm(fused_norm, h, False), keras_norm(h, training=False), rtol=1e-6)
+    fused_norm.trainable = keras_norm.trainable = False
+    np.testing.assert_allclose(_batch_norm(fused_norm, h, True), keras_norm(h, training=True), rtol=1e-6)
+
+
+def test_training_step_has_no_gathers_or_overlap_add_when_kernel_equals_stride():
+    """The kernel = stride layout (the shipped config) trains without the ops that made it slow:
+    float gathers along the bins (and their scatter-add gradient), transposed convolutions and
+    the unfused batch norm."""
+    sizes = [60, 35, 11, 5, 7]
+    encoder = Conv1DEncoder(3, filters=[4, 6], kernel_size=3, units=[], dropout=0.1, chromosome_sizes=sizes)
+    decoder = Conv1DDecoder(118, ("logits",), filters=[4, 6], kernel_size=3, dropout=0.1, chromosome_sizes=sizes)
+    x, batch = [tf.sparse.from_dense(counts(5, 118, 1)), tf.sparse.from_dense(counts(5, 118, 2))], onehot(5, 2)
+    encoder(x, batch)
+    decoder(tf.zeros((5, 3)), batch)
+
+    @tf.function
+    def step(a, b):
+        with tf.GradientTape() as tape:
+            mean, _ = encoder([a, b], batch, training=True)
+            loss = tf.reduce_sum(decoder(mean, batch, training=True)["logits"])
+        return tape.gradient(loss, encoder.trainable_weights + decoder.trainable_weights)
+
+    ops = step.get_concrete_function(*x).graph.get_operations()
+    types = {op.type for op in ops}
+    float_gathers = [op.name for op in ops if op.type in ("GatherV2", "ResourceGather") and op.outputs[0].dtype.is_floating]
+    assert not float_gathers and "UnsortedSegmentSum" not in types
+    assert not types & {"Conv2DBackpropInput", "Conv3DBackpropInputV2"}  # Conv1DTranspose's kernel
+    assert "FusedBatchNormV3" in types and "FusedBatchNormGradV3" in types

@@ -89,6 +89,33 @@ def test_bad_names_raise_naming_them_or_are_dropped_with_a_count():
         bin_counts(genes)
 
 
+
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_vectorised_name_parsing_reads_what_the_pattern_reads(vectorised, monkeypatch):
+    """The split-based parser (NumPy >= 2.3) agrees with the documented pattern on awkward names;
+    what it cannot vouch for (whitespace, non-ASCII digits) falls back to the pattern itself, as
+    everything does on older NumPy."""
+    if not vectorised and hasattr(np, "strings"):
+        monkeypatch.delattr(np.strings, "rpartition", raising=False)
+    from cavachon_like.data.genome import _NAME_PATTERN
+
+    names = ["chr1_3000_3500", "chr2:10-20", "chrUn_GL456239_1000_2000", "chr1:5_6_7", "chr1_100-200", "a:b:1-2",
+             "chr1:1-2-3", "HLA-A:1-9", "chr1 _1_2", "chr1_1_2\n", "chr1_\u0661\u0662_\u0663\u0664", "", "_1_2",
+             "chr1__2", "chr1_1_", "chr1_0012_0100", "chrX:7-7", "chr1_9_3", "1_5_6", "x_y_1_2", "chrM:0-16299",
+             "chr1\t:1-2", "chr1:+1-2", "chr1_1e3_2e3"]
+    parts = pd.Series(names).str.extract(_NAME_PATTERN)
+    start = pd.to_numeric(parts["s1"].fillna(parts["s2"]), errors="coerce")
+    end = pd.to_numeric(parts["e1"].fillna(parts["e2"]), errors="coerce")
+    valid = parts["c1"].fillna(parts["c2"]).notna() & (start >= 0) & (end > start)
+    with pytest.warns(DataWarning, match=f"{int((~valid).sum())} of {len(names)} entries"):
+        got = parse_coordinates(names, drop_invalid=True)
+    assert got.index.tolist() == [n for n, v in zip(names, valid) if v]
+    assert got["chrom"].tolist() == parts["c1"].fillna(parts["c2"])[valid].tolist()
+    assert got["start"].tolist() == start[valid].astype(int).tolist()
+    assert got["end"].tolist() == end[valid].astype(int).tolist()
+    assert got.loc["chr1:5_6_7", "chrom"] == "chr1:5" and got.loc["a:b:1-2", "chrom"] == "a:b"
+
+
 # genes
 
 
@@ -287,6 +314,57 @@ def test_qc_step_errors(tmp_path):
         from_config({"step": "bin_genome", "modality": "atac", "gene_anchor": "middle"})
     with pytest.raises(ValueError, match="bin_size"):
         from_config({"step": "bin_genome", "modality": "atac", "bin_size": 0})
+
+
+
+def test_qc_step_names_unparseable_peaks_and_drops_them_only_when_asked(tmp_path):
+    mm, _ = _placed_simulation(tmp_path)
+    atac = mm.modality("atac")
+    names = [f"{c}_{s}_{e}" for c, s, e in zip(atac.var["chrom"], atac.var["start"], atac.var["end"])]
+    names[3], names[40] = "peak_A", "chr1-100-200"
+    atac.var = pd.DataFrame(index=names)
+    step = {"step": "bin_genome", "modality": "atac", "likelihood": "poisson"}
+    with pytest.raises(InputError) as error:
+        mm.apply_qc([step])
+    message = str(error.value)
+    assert "modality 'atac': 2 of 80 entries have no valid genomic coordinates" in message
+    assert "'peak_A'" in message and "'chr1-100-200'" in message
+    assert "'chr1_3000_3500' or 'chr1:3000-3500'" in message and "drop_unplaced: true" in message
+    with pytest.warns(DataWarning, match="2 of 80 entries.*dropped them"):
+        out = mm.apply_qc([{**step, "drop_unplaced": True}])
+    kept = np.delete(np.arange(80), [3, 40])
+    np.testing.assert_array_equal(out.modality("atac").X.sum(axis=1).A1, atac.X[:, kept].sum(axis=1).A1)
+    assert out.uns["cavachon_like"]["qc"][-1]["n_features_removed"] == 2
+
+
+def test_qc_step_reports_genes_missing_from_the_table_and_drops_them_only_when_asked(tmp_path):
+    mm, _ = _placed_simulation(tmp_path)
+    genes = mm.modality("rna").var_names.tolist()
+    table = _gene_table(tmp_path, [genes[0], "Other1", "Other2"])  # genes[1] and genes[2] are not in it
+    step = {"step": "bin_genome", "modality": ["atac", "rna"], "gene_table": str(table), "genes": "rna",
+            "likelihood": "poisson"}
+    with pytest.raises(InputError) as error:
+        mm.apply_qc([step])
+    message = str(error.value)
+    assert f"modality 'rna': 2 of 3 genes are not in the gene table, e.g. '{genes[1]}', '{genes[2]}'" in message
+    assert "drop_unplaced: true" in message
+    with pytest.warns(DataWarning, match="2 of 3 genes are not in the gene table.*dropped them"):
+        out = mm.apply_qc([{**step, "drop_unplaced": True}])
+    rna = out.modality("rna")
+    assert int(rna.var["n_features"].sum()) == 1 and out.uns["cavachon_like"]["qc"][-1]["n_features_removed"] == 2
+    np.testing.assert_array_equal(rna.X.sum(axis=1).A1, mm.modality("rna").X[:, [0]].sum(axis=1).A1)
+
+
+def test_qc_step_rejects_modalities_on_another_genome_build(tmp_path):
+    """Genes placed with an Ensembl-style table ('1', '2') share no bin with peaks on 'chr1', 'chr2'."""
+    mm, _ = _placed_simulation(tmp_path)
+    genes = mm.modality("rna").var_names
+    table = pd.DataFrame({"gene_name": genes, "chrom": ["1", "1", "2"], "start": [1001, 50001, 20001],
+                          "end": [30000, 52000, 20500], "strand": ["+", "-", "+"]})
+    step = {"step": "bin_genome", "modality": ["atac", "rna"], "gene_table": table, "genes": "rna"}
+    with pytest.raises(InputError, match=r"modality 'atac' shares no genomic bin with the others \(chromosomes "
+                                         r".*same genome build, with the same chromosome names"):
+        BinGenome(**{k: v for k, v in step.items() if k != "step"})(mm)
 
 
 # real data

@@ -14,6 +14,7 @@ chromosomes (:func:`chromosome_boundaries`).
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -87,11 +88,55 @@ def _checked(index: pd.Index, chrom: Any, start: Any, end: Any, label: str, drop
     return frame, keep
 
 
+_DIGITS = "0123456789"
+
+
+def _split_names(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised ``_NAME_PATTERN``: chromosome, start, end (float64) and which names it read.
+
+    ``chr1_3000_3500`` is split at its last two ``_``, ``chr1:3000-3500`` at its last ``-``
+    and the ``:`` before it, as the pattern's greedy ``\\S+`` does; a name is read only when
+    its numbers are ASCII digits and it has no whitespace, else left to the pattern itself.
+    """
+    read = np.zeros(len(names), dtype=bool)
+    chrom = np.full(len(names), None, dtype=object)
+    start, end = np.full(len(names), np.nan), np.full(len(names), np.nan)
+    if not len(names):
+        return chrom, start, end, read
+    spaced = np.zeros(len(names), dtype=bool)
+    if re.search(r"\s", "".join(names.tolist())):
+        spaced = np.array([re.search(r"\s", n) is not None for n in names.tolist()])
+    for first, second in (("_", "_"), ("-", ":")):  # the pattern's order of alternatives
+        todo = np.flatnonzero(~read & ~spaced)
+        if not todo.size:
+            break
+        head, _, last = np.strings.rpartition(names[todo], first)
+        c, sep, s = np.strings.rpartition(head, second)
+        ok = ((sep != "") & (c != "") & (s != "") & (last != "") & (np.strings.strip(s, _DIGITS) == "")
+              & (np.strings.strip(last, _DIGITS) == ""))
+        rows = todo[ok]
+        chrom[rows], start[rows], end[rows] = c[ok].astype(object), s[ok].astype(np.float64), last[ok].astype(np.float64)
+        read[rows] = True
+    return chrom, start, end, read
+
+
 def _parse(names: Sequence[Any], label: str, drop_invalid: bool, fix: str) -> tuple[pd.DataFrame, np.ndarray]:
     index = pd.Index(names)
-    parts = pd.Series(index.astype(str)).str.extract(_NAME_PATTERN)
-    return _checked(index, parts["c1"].fillna(parts["c2"]), parts["s1"].fillna(parts["s2"]),
-                    parts["e1"].fillna(parts["e2"]), label, drop_invalid,
+    text = np.asarray(index.astype(str), dtype=str)
+    if hasattr(np, "strings") and hasattr(np.strings, "rpartition"):  # NumPy >= 2.3
+        # pandas' str.extract and to_numeric took 2.4 s of the 4.4 s of binning 200,000 peaks
+        # (benchmarks/binning_scale.py); this, 0.3 s.
+        chrom, start, end, read = _split_names(text)
+    else:
+        chrom, start, end = np.full(len(text), None, dtype=object), np.full(len(text), np.nan), np.full(len(text), np.nan)
+        read = np.zeros(len(text), dtype=bool)
+    rest = np.flatnonzero(~read)
+    if rest.size:  # the pattern itself, for what the vectorised split did not read
+        parts = pd.Series(text[rest], dtype=object).str.extract(_NAME_PATTERN)
+        chrom[rest] = parts["c1"].fillna(parts["c2"]).to_numpy(object)
+        for column, values in ((start, parts["s1"].fillna(parts["s2"])), (end, parts["e1"].fillna(parts["e2"]))):
+            column[rest] = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    return _checked(index, chrom, start, end, label, drop_invalid,
                     f"Feature names must read {NAME_FORMATS}, or var must have columns 'chrom', 'start', 'end'. {fix}")
 
 
