@@ -293,7 +293,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _map_query(args: argparse.Namespace) -> int:
-    from .model.query import map_query_run
+    from .analysis.query import map_query_run
 
     options = {k: getattr(args, k) for k in ("latent", "n_neighbors", "epochs") if getattr(args, k) is not None}
     try:  # the input is read and checked (as InputError) before anything trains
