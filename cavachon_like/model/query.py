@@ -51,6 +51,7 @@ import tensorflow as tf
 from ..errors import InputError
 from ..train import FitProgress, merge_histories, training_plan
 from .mapping import DEFAULT_QUERY_NEIGHBORS, QueryMapping, align_features
+from .stages import fit_phase
 
 logger = logging.getLogger(__name__)
 
@@ -268,25 +269,13 @@ def train_new_rows(model: Any, query: Any, rows: Mapping[str, Sequence[int]], ep
             model.compile(optimizer=RowMaskedAdam({v.path: rows[v.path] for v in variables},
                                                   learning_rate=learning_rate))
             phase = progress.next_phase()
-            _fit_phase(model, progress, phase, list(callbacks or []), epochs=epochs, x=dataset, verbose=verbose)
+            fit_phase(model, progress, phase, list(callbacks or []), epochs=epochs, x=dataset, verbose=verbose)
             phases.append(("+".join(stage), "query", progress.history(phase)))
     finally:
         model._compile_kwargs = compile_kwargs
         model._set_active(model.graph.order)
         model._compile_stage(build=False)
     return merge_histories(phases) if phases else None
-
-
-def _fit_phase(model: Any, progress: FitProgress, phase: int, callbacks: list[keras.callbacks.Callback],
-               epochs: int, **kwargs: Any) -> None:
-    """One ``keras.Model.fit`` of a query stage: :func:`~cavachon_like.model.stages.fit_phase`
-    without its checkpoint resumption, and with the optimizer built for the rows that train
-    before ``train_step`` is traced (``fit_phase`` leaves it to the first step, which costs a
-    second trace of ``train_step``: a third of the mapping's time on the test model)."""
-    model._compile_stage(build=True)
-    recorder = progress.callback(phase, 0, callbacks)
-    # The dataset shuffles itself (seeded), so Keras' own shuffle stays off.
-    keras.Model.fit(model, callbacks=[*callbacks, recorder], shuffle=False, epochs=epochs, **kwargs)
 
 
 def map_query(

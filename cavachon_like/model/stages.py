@@ -32,7 +32,7 @@ def fit_phase(model: Any, progress: FitProgress, phase: int, callbacks: list[ker
     (no epoch at all if early stopping had ended it); its History holds all its epochs.
     """
     progress.restore_model(model)
-    model._compile_stage(build=False)
+    model._compile_stage()  # built before the first step: no second trace of train_step
     initial_epoch = progress.initial_epoch(phase, initial_epoch)
     if progress.stopped(phase):
         epochs = initial_epoch
