@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -98,3 +99,20 @@ def test_alignment_pulls_the_experts_of_a_cell_together(run, data):
     aligned, _, _ = run
     unaligned, _ = trained(data, alignment=0.0)
     assert gap(aligned) < 0.5 * gap(unaligned), (gap(aligned), gap(unaligned))
+
+
+def test_each_cell_gets_the_index_of_its_nearest_code_through_the_interface(run, data):
+    model, _, _ = run
+    latents = model.get_latent_representation(data)
+    codes = latents["code_joint"]
+    assert codes.shape == (data.n_obs,) and np.issubdtype(codes.dtype, np.integer)
+    codebook = np.array(model.components["joint"].encoder.quantizer.codebook)
+    distances = ((latents["z_joint"][:, None, :] - codebook[None]) ** 2).sum(-1)
+    assert np.mean(codes == distances.argmin(axis=1)) > 0.99  # float ties aside, the nearest code
+    assert len(np.unique(codes)) >= 2
+    annotated = data.copy()
+    model.annotate(annotated)
+    column = annotated.obs["code_joint"]
+    assert isinstance(column.dtype, pd.CategoricalDtype)
+    np.testing.assert_array_equal(column.astype(int).to_numpy(), codes)
+    assert "code_joint" not in annotated.obsm

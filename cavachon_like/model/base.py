@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .differential import DEFAULT_DELTA, DEFAULT_FDR, differential_expression
+from .annotation import write_latents
 from .mapping import DEFAULT_QUERY_NEIGHBORS, QueryMapping
 
 # QueryMapping is needed for annotations only, but imported at runtime so that references to
@@ -64,8 +65,10 @@ class MultimodalModel:
 
     # ------------------------------------------------------------------ per cell
     def get_latent_representation(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
-        """Posterior means ``z_<latent>`` (cells x dims) and, for latents with a mixture
-        prior, ``cluster_probabilities_<latent>`` (cells x clusters)."""
+        """Posterior means ``z_<latent>`` (cells x dims), for latents with a mixture
+        prior ``cluster_probabilities_<latent>`` (cells x clusters), and for quantised
+        latents ``code_<latent>`` (cells,): the index of each cell's codebook entry, a
+        discrete cell state."""
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
     def get_normalized_expression(
@@ -259,16 +262,13 @@ class MultimodalModel:
     def annotate(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
         """Write latents and clusters into ``data`` in scverse conventions.
 
-        ``obsm["z_<latent>"]`` and every other array of :meth:`get_latent_representation`,
+        ``obsm["z_<latent>"]`` and every other matrix of :meth:`get_latent_representation`,
+        its per-cell labels (such as ``code_<latent>``) as categorical ``obs`` columns,
         ``obs["cluster_<latent>"]`` (categorical argmax of the cluster probabilities)
         and the model's configuration as JSON in ``uns["cavachon_like"]["model"]``.
         """
         latents = self.get_latent_representation(data, batch_size=batch_size)
-        for key, value in latents.items():
-            data.obsm[key] = value
-            if key.startswith("cluster_probabilities_"):
-                name = key[len("cluster_probabilities_"):]
-                data.obs[f"cluster_{name}"] = pd.Categorical(value.argmax(axis=1).astype(str))
+        write_latents(data, latents)
         data.uns.setdefault("cavachon_like", {})
         data.uns["cavachon_like"]["model"] = json.dumps(self.get_config(), default=str)
         return latents

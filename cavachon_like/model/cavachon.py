@@ -418,7 +418,8 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         return [c for c in self.graph.order if self.graph.parents(c)]
 
     def get_latent_representation(self, data: Any, batch_size: int = 1024) -> dict[str, np.ndarray]:
-        """Posterior means per component: ``z_<c>``, ``z_hat_<c>`` and ``cluster_probabilities_<c>``."""
+        """Posterior means per component: ``z_<c>``, ``z_hat_<c>``, ``cluster_probabilities_<c>``
+        (mixture priors) and ``code_<c>`` (quantised latents)."""
         dataset = self.make_dataset(data, batch_size=batch_size, shuffle=False)
         return {k: np.asarray(v) for k, v in self.predict(dataset, verbose=0).items()}
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .annotation import write_latents
+
 if TYPE_CHECKING:  # annotations only: the interface imports this module
     from .base import MultimodalModel
 
@@ -337,13 +339,7 @@ class QueryMapping:
         if self.obs_names is not None and not pd.Index(data.obs_names).equals(self.obs_names):
             raise ValueError(f"annotate needs the {len(self.obs_names)} query cells of the mapping, in its order; "
                              f"got {data.n_obs} cells{' in another order' if data.n_obs == len(self.obs_names) else ''}.")
-        written = []
-        for key, value in self.latents.items():
-            data.obsm[key] = value
-            written.append(f"obsm/{key}")
-        for name, cluster in self.clusters.items():
-            data.obs[f"cluster_{name}"] = pd.Categorical(cluster.astype(str))
-            written.append(f"obs/cluster_{name}")
+        written = write_latents(data, self.latents)
         if self.labels is not None:
             data.obs[f"{self.label_key}_transferred"] = self.labels["label"].array
             data.obs[f"{self.label_key}_confidence"] = self.labels["confidence"].to_numpy()

@@ -102,8 +102,9 @@ class TrainingSteps:
             table.apply_gradient(gradient.indices, gradient.values)
 
     def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        """Float32 posterior means of a batch for ``predict``: ``z_<c>``, ``z_hat_<c>`` and, when the
-        prior clusters, ``cluster_probabilities_<c>``."""
+        """Float32 posterior means of a batch for ``predict``: ``z_<c>``, ``z_hat_<c>``, when the
+        prior clusters ``cluster_probabilities_<c>``, and for a quantised latent ``code_<c>``
+        (int32, the codebook index of the cell's code)."""
         outputs = self(data, training=False, sample=False, decode=False)
         result = {}
         for name, out in outputs.items():
@@ -114,4 +115,6 @@ class TrainingSteps:
                 result[f"cluster_probabilities_{name}"] = self.components[name].prior.cluster_probabilities(
                     out["z_mean"]
                 )
+            if "codes" in out:
+                result[f"code_{name}"] = out["codes"]
         return result

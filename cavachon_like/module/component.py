@@ -264,8 +264,10 @@ class Component(keras.layers.Layer):
         ``posterior="representation"``, ``z`` is ``latent`` (B, d) when given, else the
         learned rows ``index`` (B,) of the cells.
 
-        Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)) and,
-        when decoding, ``raw`` (``{modality: {parameter: (B, F)}}``) and ``library_size``.
+        Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)), with
+        ``posterior="vq"`` also ``codes`` (B,) (each cell's codebook index; per expert
+        sample, (M * B,), when sampling), and, when decoding, ``raw``
+        (``{modality: {parameter: (B, F)}}``) and ``library_size``.
         """
         mods = self.modalities
         sizes = {m: library_size(x[m]) for m in mods}
@@ -278,8 +280,9 @@ class Component(keras.layers.Layer):
             z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods])
         else:
             z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
+        codes = None
         if self.posterior == "vq":
-            z = self.encoder.quantized(z_mean)[0]
+            z, codes = self.encoder.quantized(z_mean)[:2]
         elif sample:
             if noise is None:
                 noise = keras.random.normal(tf.shape(z_mean), seed=self.noise)
@@ -288,6 +291,8 @@ class Component(keras.layers.Layer):
             z = z_mean
         z_hat = self.hierarchical_encoder(z, parents)
         outputs = {"z_mean": z_mean, "z_var": z_var, "z": z, "z_hat": z_hat}
+        if codes is not None:
+            outputs["codes"] = codes
         if decode:
             outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in mods}
             outputs["library_size"] = sizes
