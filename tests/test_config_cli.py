@@ -75,6 +75,7 @@ def test_cli_train_then_analyze(tmp_path, capsys):
     config = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
     config["data"]["simulate"].update(n_cells=400, n_atac=150, n_rna=80)
     config["output"]["embedding"] = "pca"
+    config["model"]["pretrain_epochs"] = 2  # the pre-training and mixture-fit path, not its default 10 epochs
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
