@@ -129,3 +129,14 @@ def test_convnet(snare_path, kernel_specs):
     }, kernel_specs)
     assert images(notebook) >= 3  # the two channels at a locus, training curves, latents
     assert "trainable parameters" in printed(notebook)
+
+
+def test_multidgd(snare_path, kernel_specs, tmp_path):
+    notebook = run_notebook("multidgd.ipynb", {
+        "DATA": str(snare_path), "GENE_TABLE": str(snare_path.parent / "mm10_genes.tsv.gz"), "N_CELLS": 400,
+        "PRETRAIN_EPOCHS": 1, "EPOCHS": 1, "N_GENES": 10, "MAX_CELLS": 20, "EMBEDDING": "pca", "RUN_EAGERLY": True,
+        "OUT": str(tmp_path),
+    }, kernel_specs)
+    assert images(notebook) >= 3  # training curve, latents, genome track
+    assert "the reloaded model gives the same rows: True" in printed(notebook)
+    assert (tmp_path / "multidgd.keras").exists()

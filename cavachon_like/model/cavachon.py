@@ -302,7 +302,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         """
         self.check_data(data)
         return data.to_dataset(
-            per_cell=self._per_cell(data, indices, training),
+            per_cell=per_cell_inputs(self, data, indices, training),
             batch_size=batch_size,
             shuffle=shuffle,
             seed=(self.seed or 0) if seed is None else seed,
@@ -312,9 +312,6 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
             batch_categories=self.batch_categories,
             sparse=self.distribute_strategy.num_replicas_in_sync == 1,
         )
-
-    def _per_cell(self, data: Any, indices: Any, training: bool) -> dict[str, Any] | None:
-        return per_cell_inputs(self, data, indices, training)
 
     def predict_new(self, data: Any, modalities: Sequence[str] | None = None, components: Sequence[str] | None = None,
                     n_steps: int = DEFAULT_STEPS, learning_rate: float = DEFAULT_INFERENCE_RATE,
