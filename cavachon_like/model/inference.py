@@ -76,8 +76,26 @@ def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[st
     loaded = list(dict.fromkeys(sources + mods))
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=loaded,
                               batch_categories={m: model.batch_categories[m] for m in loaded})
+    infer = _inference_step(model, component, tuple(mods), tuple(ancestors), int(n_steps), float(learning_rate))
+    return np.concatenate([infer(inputs).numpy() for inputs in dataset]).astype(np.float32)
+
+
+def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors: tuple[str, ...], n_steps: int,
+                    learning_rate: float) -> Any:
+    """The traced inference of one batch, built once per model and settings.
+
+    A ``tf.function`` made afresh on every call would be traced again on every
+    ``predict_new`` (seconds each, and TensorFlow's retracing warnings in a notebook);
+    kept in the model's instance dictionary (plain Python state, outside Keras' tracking and
+    its saved files), it is traced once per batch shape. The prior's modes and every weight are
+    read inside, so later training is seen.
+    """
+    cache = model.__dict__.setdefault("_inference_steps", {})
+    key = (component, mods, ancestors, n_steps, learning_rate)
+    if key in cache:
+        return cache[key]
+    module = model.components[component]
     table = module.encoder
-    modes = tf.cast(module.prior.modes(), tf.float32)
 
     def cell_loss(z: tf.Tensor, inputs: dict, parents: list[tf.Tensor]) -> tf.Tensor:
         z_hat = module.hierarchical_encoder(tf.cast(z, module.compute_dtype), parents)
@@ -90,18 +108,19 @@ def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[st
             loss -= likelihood.log_prob(x if likelihood.accepts_sparse else _dense(x), params)
         return loss
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def infer(inputs: dict) -> tf.Tensor:
         parents: list[tf.Tensor] = []
         if ancestors:
-            outputs = model(inputs, training=False, sample=False, components=ancestors, decode=False)
+            outputs = model(inputs, training=False, sample=False, components=list(ancestors), decode=False)
             parents = [outputs[p][module.conditioned_on] for p in module.parents]
         n = tf.shape(inputs["batch"][mods[0]])[0]
         # The best mode per cell: the loss at every mode, the lowest wins.
+        modes = tf.cast(module.prior.modes(), tf.float32)
         losses = tf.map_fn(lambda mode: cell_loss(tf.tile(mode[None, :], [n, 1]), inputs, parents), modes)
         z = tf.gather(modes, tf.argmin(losses, axis=0))
         first, second = tf.zeros_like(z), tf.zeros_like(z)
-        for step in tf.range(1, int(n_steps) + 1):
+        for step in tf.range(1, n_steps + 1):
             with tf.GradientTape() as tape:
                 tape.watch(z)
                 loss = tf.reduce_sum(cell_loss(z, inputs, parents))
@@ -110,7 +129,8 @@ def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[st
                                          table.beta_1, table.beta_2, table.epsilon)
         return z
 
-    return np.concatenate([infer(inputs).numpy() for inputs in dataset]).astype(np.float32)
+    cache[key] = infer
+    return infer
 
 
 def predict_from_representation(model: Any, data: Any, target: str, library_size: float = 1e4,
