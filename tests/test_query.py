@@ -67,6 +67,7 @@ def test_reference_weights_stay_bit_identical_and_only_new_rows_train(run):
     assert mapping.new_categories == {"atac": {"batch": ["batch2"]}, "rna": {"batch": ["batch2"]}}
     assert mapping.model is not model
     assert mapping.model.batch_categories["rna"]["batch"] == ["batch0", "batch1", "batch2"]
+    assert mapping.summary()["epochs"] == {"atac": 8, "rna": 8}  # per stage, not their sum
     # the reference model itself is untouched
     for w, value in zip(model.weights, before):
         np.testing.assert_array_equal(np.asarray(w), value, err_msg=w.path)

@@ -350,12 +350,14 @@ class QueryMapping:
         return written
 
     def summary(self) -> dict[str, Any]:
-        """The mapping's settings and numbers, JSON-ready (no arrays)."""
+        """The mapping's settings and numbers, JSON-ready (no arrays); ``epochs`` per training stage
+        of the new batches' weights (``{"atac": 20, "rna": 20}``, empty when none trained)."""
+        stages = [] if self.history is None else list(self.history.history.get("stage", []))
         return {"new_categories": self.new_categories, "known_categories": self.known_categories,
                 "latent": self.latent, "label_key": self.label_key, "n_neighbors": self.n_neighbors,
                 "accuracy": self.accuracy, "reference_accuracy": self.reference_accuracy,
                 "seconds": round(float(self.seconds), 3),
-                "epochs": 0 if self.history is None else len(self.history.history.get("epoch", []))}
+                "epochs": {stage: stages.count(stage) for stage in dict.fromkeys(stages)}}
 
 
 def _obs_column(data: Any, key: str) -> pd.Series | None:
