@@ -101,6 +101,10 @@ def test_poisson_matches_scipy(rng):
     rate = special.softmax(raw["logits"].astype(np.float64), axis=-1) * library
     np.testing.assert_allclose(actual, stats.poisson.logpmf(x, rate).sum(-1), rtol=1e-5)
     np.testing.assert_allclose(likelihood.mean(params), rate, rtol=1e-4)
+    # sparse counts (never densified) give the same value, and so does TFP's distribution
+    sparse = tf.sparse.from_dense(tf.constant(x))
+    np.testing.assert_allclose(likelihood.log_prob(sparse, params).numpy(), actual, rtol=1e-5)
+    np.testing.assert_allclose(likelihood.distribution(params).log_prob(tf.constant(x)).numpy(), actual, rtol=1e-5)
 
 
 def test_negative_binomial_matches_scipy(rng):
