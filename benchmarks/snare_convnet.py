@@ -12,7 +12,9 @@ of the config), trains in one process, one after the other:
   for both channels; the chromosome layout, hence the padding and the parameter count, unchanged).
   Paper 004's control: if the convolutions use genomic locality, destroying it costs likelihood.
 
-and reports for each: trainable parameters, training seconds and epochs (early stopping on the
+``--kernel-size`` sets the Conv1D models' kernel (= stride) for a kernel-size sweep as paper 004's
+(its Supplementary Fig. S10: the shuffle costs more likelihood at larger kernels). The script
+reports for each: trainable parameters, training seconds and epochs (early stopping on the
 validation loss), the importance-sampled marginal log-likelihood ``log p(x)`` of the validation
 cells (``model.marginal_log_likelihood``, ``--n-samples`` draws; per cell, both channels), and the
 20-NN ``cell_type`` agreement of the latent (all cells, and the validation cells among
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--label", default="cell_type")
     parser.add_argument("--n-cells", type=int, default=None, help="a random subset of the cells (quick checks)")
     parser.add_argument("--json", default=None, help="also write the per-seed numbers here")
+    parser.add_argument("--kernel-size", type=int, default=None,
+                        help="kernel = stride of the Conv1D models (configs/convnet.yaml: 11; paper 004 also 31 and 51)")
     parser.add_argument("--variants", nargs="+", default=["conv", "fc", "conv shuffled"],
                         choices=["conv", "fc", "conv shuffled"], help="train only these (e.g. in parallel runs)")
     args = parser.parse_args()
@@ -101,6 +105,10 @@ def main() -> None:
         if args.epochs:
             overrides["training.epochs"] = args.epochs
         conv = load_config(CONFIGS / "convnet.yaml", overrides)
+        if args.kernel_size:
+            for component in conv["model"]["components"]:
+                for module in ("encoder", "decoder"):
+                    component[module]["kernel_size"] = args.kernel_size
         fc = load_config(CONFIGS / "convnet_fc.yaml", overrides)
         if conv["data"] != fc["data"] or conv["training"] != fc["training"]:
             raise SystemExit("configs/convnet.yaml and configs/convnet_fc.yaml must share their data and training "
