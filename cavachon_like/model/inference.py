@@ -76,19 +76,21 @@ def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[st
     loaded = list(dict.fromkeys(sources + mods))
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=loaded,
                               batch_categories={m: model.batch_categories[m] for m in loaded})
-    infer = _inference_step(model, component, tuple(mods), tuple(ancestors), int(n_steps), float(learning_rate))
+    infer = _inference_step(model, component, tuple(mods), tuple(ancestors), int(n_steps), float(learning_rate),
+                            dataset.element_spec)
     return np.concatenate([infer(inputs).numpy() for inputs in dataset]).astype(np.float32)
 
 
 def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors: tuple[str, ...], n_steps: int,
-                    learning_rate: float) -> Any:
+                    learning_rate: float, spec: Any) -> Any:
     """The traced inference of one batch, built once per model and settings.
 
     A ``tf.function`` made afresh on every call would be traced again on every
     ``predict_new`` (seconds each, and TensorFlow's retracing warnings in a notebook);
     kept in the model's instance dictionary (plain Python state, outside Keras' tracking and
-    its saved files), it is traced once per batch shape. The prior's modes and every weight are
-    read inside, so later training is seen.
+    its saved files), it is traced once: ``spec`` (the batches' element spec, any batch size)
+    is its input signature, the same for every dataset of these modalities. The prior's modes
+    and every weight are read inside, so later training is seen.
     """
     cache = model.__dict__.setdefault("_inference_steps", {})
     key = (component, mods, ancestors, n_steps, learning_rate)
@@ -108,7 +110,7 @@ def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors
             loss -= likelihood.log_prob(x if likelihood.accepts_sparse else _dense(x), params)
         return loss
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[spec])
     def infer(inputs: dict) -> tf.Tensor:
         parents: list[tf.Tensor] = []
         if ancestors:
