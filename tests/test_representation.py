@@ -1,6 +1,8 @@
 """Learned per-cell representations (multiDGD): the table's sparse Adam, training, inference of new cells."""
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -152,3 +154,21 @@ def test_clear_errors(split, trained):
     with pytest.raises(ValueError, match="needs representation: {n_cells"):
         CAVACHON(modalities={"rna": {"likelihood": "nb", "n_features": 5}},
                  components=[{"name": "rna", "modalities": ["rna"], "posterior": "representation"}])
+
+
+def test_the_prior_update_reports_the_map_prior_term_of_point_latents(caplog):
+    """Learned rows are points: the mixture's EM after training is logged with -log p(z), the term
+    the training loss holds, not a KL term (which a zero variance makes meaningless)."""
+    data = simulate(n_cells=200, n_batches=2, n_atac=60, n_rna=40, seed=1)
+    spec = [{"name": "joint", "modalities": ["atac", "rna"], "posterior": "representation", "latent_dim": 3,
+             "n_clusters": 3, "decoder": {"units": [16]}}]
+    model = CAVACHON.from_data(data, spec, seed=0, pretrain_epochs=1)
+    model.compile()
+    with caplog.at_level(logging.INFO, logger="cavachon_like.train.prior_init"):
+        model.fit(data, epochs=1, batch_size=100, verbose=0)
+    lines = [r.getMessage() for r in caplog.records if "updated from" in r.getMessage()]
+    assert lines and all("-log p(z)" in line and "KL" not in line for line in lines), lines
+    z = model.get_latent_representation(data)["z_joint"]
+    after = float(lines[-1].split("->")[1].split()[0])
+    expected = -np.mean(model.components["joint"].prior.log_prob(z))
+    assert abs(after - expected) < 0.05 * abs(expected) + 0.01  # the same quantity, at the rows after the update
