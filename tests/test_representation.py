@@ -115,7 +115,7 @@ def test_predict_new_places_training_cells_near_their_trained_rows(split, traine
     # Closer to its own row than to a typical other cell's, by a wide margin (measured 0.49 against
     # 2.52; 1.63 against 2.97 with multiDGD's row learning rate, 1e-2, at which rows stay near their start)
     assert np.median(own) < 0.4 * np.median(others)
-    # and among the nearest rows: mostly of its own cell type
+    # and among the nearest rows: mostly of its own cell type (measured 0.85; 0.66 at lr 1e-2)
     labels = cells.obs["cell_type"].to_numpy()
     nearest = np.argsort(others, axis=1)[:, :5]
     assert (labels[nearest] == labels[:, None]).mean() > 0.6

@@ -89,11 +89,11 @@ def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors
     ``predict_new`` (seconds each, and TensorFlow's retracing warnings in a notebook);
     kept in the model's instance dictionary (plain Python state, outside Keras' tracking and
     its saved files), it is traced once: ``spec`` (the batches' element spec, any batch size)
-    is its input signature, the same for every dataset of these modalities. The prior's modes
-    and every weight are read inside, so later training is seen.
+    is its input signature and part of the key, so data of another layout gets its own. The
+    prior's modes and every weight are read inside, so later training is seen.
     """
     cache = model.__dict__.setdefault("_inference_steps", {})
-    key = (component, mods, ancestors, n_steps, learning_rate)
+    key = (component, mods, ancestors, n_steps, learning_rate, tuple(tf.nest.flatten(spec)))
     if key in cache:
         return cache[key]
     module = model.components[component]

@@ -81,18 +81,18 @@ class PriorUpdate(keras.callbacks.Callback):
             self.before()
         for c, (mean, var) in posteriors(self.model, self.components, self.dataset, self.max_cells).items():
             prior = self.model.components[c].prior
-            term = "-log p(z)" if not var.any() else "KL term"  # point latents (learned rows) have no KL
-            before = _mean_prior_term(prior, mean, var)
+            term, before = _mean_prior_term(prior, mean, var)
             if prior.update_from_posteriors(mean, var, self.max_iterations):
                 logger.info("prior of %r updated from %d cells' posteriors: %s %.3f -> %.3f per cell",
-                            c, len(mean), term, before, _mean_prior_term(prior, mean, var))
+                            c, len(mean), term, before, _mean_prior_term(prior, mean, var)[1])
 
 
-def _mean_prior_term(prior: Any, mean: np.ndarray, var: np.ndarray) -> float:
-    """The stage's prior term, averaged over cells: the KL term at the posterior means, or for
-    point latents (zero variance: learned representations) the training loss's ``-log p(z)``."""
+def _mean_prior_term(prior: Any, mean: np.ndarray, var: np.ndarray) -> tuple[str, float]:
+    """The stage's prior term, averaged over cells, and its name: the KL term at the posterior
+    means, or for point latents (zero variance: learned representations, which have no KL) the
+    training loss's ``-log p(z)``."""
     z = tf.constant(mean, tf.float32)
     if not var.any():
-        return float(-tf.reduce_mean(prior.log_prob(z)))
+        return "-log p(z)", float(-tf.reduce_mean(prior.log_prob(z)))
     kl, _ = prior.kl_divergence(z, tf.constant(var, tf.float32), z)
-    return float(tf.reduce_mean(kl))
+    return "KL term", float(tf.reduce_mean(kl))
