@@ -244,7 +244,7 @@ def test_duplicate_barcodes_and_bad_arguments():
     with pytest.raises(ValueError, match=r"\['protein'\] that do not exist"):
         MultiModality({"rna": ok}, likelihoods={"rna": "nb", "protein": "nb"})
     with pytest.raises(ValueError, match="join must be one of"):
-        MultiModality({"rna": ok}, likelihoods={"rna": "nb"}, join="outer")
+        MultiModality({"rna": ok}, likelihoods={"rna": "nb"}, join="left")
 
 
 def test_accessors(small):

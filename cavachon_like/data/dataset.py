@@ -127,7 +127,9 @@ def make_dataset(
     tf.data.Dataset
         ``x[mod]`` is ``(B, n_features)`` float32 (``SparseTensor`` for sparse
         input with ``sparse=True``); ``batch[mod]`` is ``(B, n_batch_dims)``
-        float32, ``(B, 0)`` without batch columns.
+        float32, ``(B, 0)`` without batch columns. For mosaic data (a cell lacks a loaded
+        modality, see :class:`~cavachon_like.data.MultiModality`'s ``join="outer"``) also
+        ``measured[mod]``, ``(B,)`` float32, 1 where the cell was measured in ``mod``.
     """
     names = list(mm.mod) if modalities is None else list(modalities)
     if not names:
@@ -159,6 +161,12 @@ def make_dataset(
         encoded = mod.batch_one_hot(categories.get(n))
         one_hot[n] = tf.constant(encoded[cells] if subset else encoded)
 
+    # Mosaic data (some cell lacks a loaded modality): every batch says which cells each
+    # modality measured. Decided on all cells, so training and validation batches share a layout.
+    flags = {n: mod.measured for n, mod in mods.items()}
+    measured = ({n: tf.constant(f[cells].astype(np.float32)) for n, f in flags.items()}
+                if not all(f.all() for f in flags.values()) else None)
+
     extra = {key: ({k: _cell_rows(v, cells, mm.n_obs, f"{key}.{k}") for k, v in value.items()}
                    if isinstance(value, Mapping) else _cell_rows(value, cells, mm.n_obs, key))
              for key, value in (per_cell or {}).items()}
@@ -167,6 +175,7 @@ def make_dataset(
         return {
             "x": {n: rows[n](idx) for n in names},
             "batch": {n: tf.gather(one_hot[n], idx) for n in names},
+            **({"measured": {n: tf.gather(measured[n], idx) for n in names}} if measured is not None else {}),
             **{key: ({k: tf.gather(v, idx) for k, v in value.items()} if isinstance(value, dict)
                      else tf.gather(value, idx)) for key, value in extra.items()},
         }

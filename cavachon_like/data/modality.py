@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .groups import name_examples
+from .mosaic import measured as _measured
 from .support import SUPPORTS, support_of
 
 #: Key under which this package keeps its metadata in ``uns``; a plain dict so it
@@ -136,6 +137,12 @@ class Modality(ad.AnnData):
     @batch_key.setter
     def batch_key(self, value: str | Sequence[str] | None) -> None:
         self.uns[UNS_KEY]["batch_key"] = _as_batch_key(value)
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Whether each cell was measured in this modality: all ``True`` except in mosaic data
+        (``MultiModality(..., join="outer")``), whose unmeasured cells hold empty rows."""
+        return _measured(self)
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 from ..errors import DataWarning, InputError
 from .groups import cell_positions, name_examples
 from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
+from .mosaic import check_some_modality, pad_cells, union_barcodes
 from .qc import QCStep, from_config, library_size_report, library_size_warnings
 from .support import support_of
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_JOINS = ("strict", "inner")
+_JOINS = ("strict", "inner", "outer")
 
 #: Fewest cells :meth:`MultiModality.check_training` accepts: fewer cannot shape a latent
 #: space (nor be split into training and validation cells).
@@ -59,7 +60,11 @@ class MultiModality(md.MuData):
         ``"strict"``: every modality must have the same barcodes (order may
         differ; all are put in the first modality's order). ``"inner"``: keep the
         cells present in all modalities; how many each modality lost is logged and
-        stored in ``uns["cavachon_like"]["join_report"]``.
+        stored in ``uns["cavachon_like"]["join_report"]``. ``"outer"``: keep every
+        cell of any modality (mosaic data); a cell that lacks a modality gets an
+        empty row there, marked unmeasured (:attr:`Modality.measured`), which models
+        leave out of that modality's likelihood and posterior. The batch columns
+        of those cells come from the global ``obs`` or another modality's ``obs``.
 
         Feature names must be unique across all modalities (mudata matches features
         by name): a name repeated within a modality gets anndata's ``-1``, ``-2``
@@ -115,7 +120,22 @@ class MultiModality(md.MuData):
             if source is not None:
                 with no_pull():
                     source = md.MuData(adatas, **_global_annotations(source, adatas, _renamed_var(source, adatas)))
-        keep, lost = _shared_barcodes(adatas, join)
+        if join == "outer":
+            keep, lost = (source.obs_names if source is not None else union_barcodes(adatas)), {}
+            if source is not None and not source.obs_names.is_unique:
+                raise ValueError("the MuData's global obs has duplicated barcodes; make them unique first.")
+            tables = [source.obs] if source is not None else []
+            for k, a in adatas.items():
+                if not a.obs_names.equals(keep):
+                    others = tables + [o.obs for n, o in adatas.items() if n != k]
+                    key = batch_keys.get(k, a.uns.get(UNS_KEY, {}).get("batch_key"))
+                    adatas[k] = pad_cells(a, keep, k, _as_batch_key(key), others)
+            if source is not None:
+                with no_pull():
+                    source = md.MuData(adatas, **_global_annotations(source, adatas, source.var))
+            check_some_modality(adatas, keep)
+        else:
+            keep, lost = _shared_barcodes(adatas, join)
         aligned = all(a.obs_names.equals(keep) for a in adatas.values())
         if source is not None and not (aligned and source.obs_names.equals(keep)):
             source = _take_cells(source, keep)
@@ -183,6 +203,7 @@ class MultiModality(md.MuData):
                     "rebuild it with MultiModality(dict(mm.mod))."
                 )
             self.modality(name).validate((supports or {}).get(name))
+        check_some_modality(self.mod, self.obs_names)
         self.warn_library_sizes(supports)
 
     def library_size_report(self) -> pd.DataFrame:
@@ -473,7 +494,8 @@ def _shared_barcodes(adatas: Mapping[str, ad.AnnData], join: str) -> tuple[pd.In
         ]
         raise ValueError(
             "modalities do not have the same cell barcodes (join='strict'):\n" + "\n".join(lines)
-            + "\nPass join='inner' to keep only the cells present in every modality."
+            + "\nPass join='inner' to keep only the cells present in every modality, or join='outer' to keep "
+            "every cell and model the modalities each lacks as missing (mosaic data)."
         )
     if not len(keep):
         examples = "; ".join(f"{k!r}: {name_examples(idx)}" for k, idx in names.items())

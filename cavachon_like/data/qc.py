@@ -75,9 +75,12 @@ class QCStep:
         register_subclass(QC_STEPS, cls)
 
     def __call__(self, mm: MultiModality) -> MultiModality:
-        x = mm.modality(self.modality).X
-        keep_cells = self.keep_cells(x, mm)
-        keep_features = self.keep_features(x, mm)
+        mod = mm.modality(self.modality)
+        x, measured = mod.X, mod.measured
+        # In mosaic data a cell's empty row in a modality it was not measured in says nothing
+        # about it: the step judges only measured cells, and features only on them.
+        keep_cells = self.keep_cells(x, mm) | ~measured
+        keep_features = self.keep_features(x if measured.all() else x[measured], mm)
         n_cells, n_features = int((~keep_cells).sum()), int((~keep_features).sum())
         if n_cells == len(keep_cells):
             raise ValueError(f"{self!r} would remove all {n_cells} cells of modality {self.modality!r}; "
@@ -316,7 +319,8 @@ def library_size_report(mm: MultiModality, modality: str) -> dict[str, Any]:
         :data:`EXTREME_LIBRARY_RATIO`); ``extreme_cells`` and ``extreme_sizes``.
     """
     mod = mm.modality(modality)
-    totals = _totals(mod.X, axis=1)
+    totals = _totals(mod.X, axis=1)[mod.measured]  # mosaic data: unmeasured cells' rows are empty
+    names = mod.obs_names[mod.measured]
     zero = totals == 0
     positive = totals[totals > 0]
     median = threshold = float("nan")
@@ -328,8 +332,8 @@ def library_size_report(mm: MultiModality, modality: str) -> dict[str, Any]:
         median = float(np.median(positive))
         threshold = max(EXTREME_LIBRARY_RATIO * median, float(np.exp(centre + EXTREME_LIBRARY_MADS * mad)))
         extreme = totals > threshold
-    return {"n_cells": len(totals), "zero_cells": list(mod.obs_names[zero]), "median": median,
-            "threshold": threshold, "extreme_cells": list(mod.obs_names[extreme]),
+    return {"n_cells": len(totals), "zero_cells": list(names[zero]), "median": median,
+            "threshold": threshold, "extreme_cells": list(names[extreme]),
             "extreme_sizes": totals[extreme].tolist()}
 
 

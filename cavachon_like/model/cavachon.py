@@ -30,6 +30,7 @@ from .prediction import predict_modality
 from .specs import (
     check_components,
     check_data,
+    check_measured,
     chromosome_sizes_of,
     default_units,
     make_component,
@@ -227,6 +228,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
                 noise=None if noise is None else noise.get(name),
                 index=inputs.get("index", {}).get(name),
                 latent=inputs.get("latent", {}).get(name),
+                measured=inputs.get("measured"),
             )
         return outputs
 
@@ -339,6 +341,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
     def check_data(self, data: Any) -> None:
         """Raise a specific error if ``data`` does not fit this model (before any training)."""
         check_data(self.modality_specs, data, {m: self.modality_support(m) for m in self.modality_specs})
+        check_measured(self.components, data)
 
     def fit(
         self,

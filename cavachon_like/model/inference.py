@@ -107,7 +107,10 @@ def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors
             x = inputs["x"][m]
             raw = module.decoders[m](z_hat, inputs["batch"][m])
             params = likelihood.constrain(raw, library_size(x))
-            loss -= likelihood.log_prob(x if likelihood.accepts_sparse else _dense(x), params)
+            log_prob = likelihood.log_prob(x if likelihood.accepts_sparse else _dense(x), params)
+            if "measured" in inputs:  # mosaic data: an unmeasured modality's empty row is no evidence
+                log_prob = log_prob * inputs["measured"][m]
+            loss -= log_prob
         return loss
 
     @tf.function(input_signature=[spec])

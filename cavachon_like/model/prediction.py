@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ..data.groups import name_examples
+from ..errors import InputError
 from ..nn import library_size
 from .decoding import averaged_mean, batch_codes
 from .specs import check_feature_counts
@@ -63,6 +65,25 @@ def _experts_posterior(module: Any, modalities: list[str], inputs: dict) -> tupl
     return means, variances
 
 
+def _check_sources(model: Any, data: Any, ancestors: list[str], experts: list[str], target: str) -> None:
+    """Raise an :class:`~cavachon_like.errors.InputError` naming the cells of mosaic data that
+    lack what predicting ``target`` needs: every ancestor component (each of its modalities for
+    one encoder, one of them for experts) and one of the ``experts``."""
+    needs = [(c, model.graph.modalities(c), model.components[c].has_experts) for c in ancestors]
+    if experts:
+        needs.append((model.graph.component_of(target), experts, True))
+    for component, modalities, any_of in needs:
+        flags = np.array([data.mod[m].measured for m in modalities])
+        lacking = ~(flags.any(axis=0) if any_of else flags.all(axis=0))
+        if lacking.any():
+            raise InputError(
+                f"predicting {target!r} goes through component {component!r}, which needs "
+                f"{'one of' if any_of else 'all of'} {modalities}; {int(lacking.sum())} cells lack "
+                f"{'them' if any_of else 'some'} (e.g. {name_examples(data.obs_names[lacking])}). Predict for the "
+                f"other cells, e.g. data[mask] with mask = ~ the cells named."
+            )
+
+
 def predict_modality(model: Any, data: Any, target: str, library_size: float = 1e4, n_samples: int = 25,
                      transform_batch: Any = None, seed: int = 0, batch_size: int = 1024) -> np.ndarray:
     """See :meth:`~cavachon_like.model.base.MultimodalModel.predict_modality`."""
@@ -89,6 +110,7 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
         raise ValueError(f"predicting {target!r} needs the modalities of its ancestors {ancestors}: the data lack "
                          f"{missing}.")
     check_feature_counts(model.modality_specs, data, sources)
+    _check_sources(model, data, ancestors, experts, target)
     codes = target_batches(model, data, target, transform_batch)
     decoder, likelihood = module.decoders[target], module.likelihoods[target]
     modalities = sources + ([target] if codes is None else [])
@@ -110,10 +132,11 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
             rows = tf.broadcast_to(tf.constant(codes, tf.float32)[:, None, :], [len(codes), n, codes.shape[1]])
         if experts:
             means, variances = _experts_posterior(module, experts, inputs)
+            present = [inputs["measured"][m] for m in experts] if "measured" in inputs else None
         # The draws, in the order (and from the generator) of one draw per decoder pass; then the
         # hierarchical encoder and the decoder see every draw (and batch row) stacked along the batch axis.
-        draws = [module.encoder.sample(means, variances, rng) if experts else tf.constant(module.prior.sample(n, rng))
-                 for _ in range(int(n_samples))]
+        draws = [module.encoder.sample(means, variances, rng, present) if experts
+                 else tf.constant(module.prior.sample(n, rng)) for _ in range(int(n_samples))]
         z = tf.concat(draws, axis=0)
         z_hat = module.hierarchical_encoder(z, [tf.tile(p, [int(n_samples), 1]) for p in parents])
         z_hat = tf.reshape(z_hat, [int(n_samples), n, -1])

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..data.genome import chromosome_boundaries
+from ..data.groups import name_examples
+from ..errors import InputError
 from ..module import Component, split_spec
 from ..module.component import DEFAULT_LATENT_DIM
 
@@ -177,6 +179,43 @@ def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any, suppo
     if errors:
         raise ValueError("data does not match the model:\n  - " + "\n  - ".join(errors))
     data.validate(supports)
+
+
+def check_measured(components: Mapping[str, Any], data: Any) -> None:
+    """Raise an :class:`~cavachon_like.errors.InputError` when mosaic ``data`` (cells that lack a
+    modality) does not fit how ``components`` encode: one encoder over a component's modalities
+    (``concat``, one modality alone) needs them in every cell, and a child needs some modality
+    of each parent wherever it is measured. Experts (``poe``, ``moe``, ``vq``) and learned
+    representations take any subset."""
+    flags = {m: data.mod[m].measured for m in data.mod}
+    errors = []
+    for name, component in components.items():
+        mods = [m for m in component.modalities if m in flags]
+        if not mods:
+            continue
+        some = np.any([flags[m] for m in mods], axis=0)
+        if component.posterior not in ("poe", "moe", "vq", "representation"):
+            lacking = ~np.all([flags[m] for m in mods], axis=0)
+            if lacking.any():
+                errors.append(
+                    f"component {name!r} (posterior: {component.posterior}) encodes {mods} with one encoder, and "
+                    f"{int(lacking.sum())} cells lack {'one of them' if len(mods) > 1 else 'it'} (e.g. "
+                    f"{name_examples(data.obs_names[lacking])}). Put the modalities in one component with posterior: "
+                    "poe or moe (configs/poe.yaml, configs/scmm.yaml), which encode any subset, or keep only the "
+                    "cells that have them."
+                )
+        for parent in component.parents:
+            held = [m for m in components[parent].modalities if m in flags]
+            orphans = some & ~np.any([flags[m] for m in held], axis=0) if held else np.zeros_like(some)
+            if orphans.any():
+                errors.append(
+                    f"component {name!r} is conditioned on its parent {parent!r}, but {int(orphans.sum())} cells "
+                    f"measured in {mods} have none of {parent!r}'s modalities {held} (e.g. "
+                    f"{name_examples(data.obs_names[orphans])}); remove them or make the components one joint "
+                    "component with posterior: poe or moe."
+                )
+    if errors:
+        raise InputError("mosaic data (cells lacking a modality) does not fit the model:\n  - " + "\n  - ".join(errors))
 
 
 def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -33,6 +33,16 @@ def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
 
 
+def _present_mean(values: tf.Tensor, present: Sequence[tf.Tensor] | None) -> tf.Tensor:
+    """The mean over experts of ``values`` (M, B), per cell over the experts it has (0 with none)."""
+    if present is None:
+        return tf.reduce_mean(values, axis=0)
+    mask = tf.cast(tf.stack(present), values.dtype)
+    # where, not a product: an absent expert's value may be -inf or NaN-producing
+    total = tf.reduce_sum(tf.where(mask > 0, values, tf.zeros_like(values)), axis=0)
+    return total / tf.maximum(tf.reduce_sum(mask, axis=0), 1.0)
+
+
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class Component(keras.layers.Layer):
     """One latent variable and its modules: preprocessors, encoder, hierarchical
@@ -254,6 +264,7 @@ class Component(keras.layers.Layer):
         training: bool | None = None,
         index: tf.Tensor | None = None,
         latent: tf.Tensor | None = None,
+        measured: Mapping[str, tf.Tensor] | None = None,
     ) -> dict[str, Any]:
         """Encode, sample (when ``sample``), incorporate parents and (when ``decode``) decode.
 
@@ -262,7 +273,10 @@ class Component(keras.layers.Layer):
         ``posterior="vq"``, ``z`` is the code of the experts' mean (``z_mean``), and
         ``training`` (which Keras passes down from the model) moves the codebook. With
         ``posterior="representation"``, ``z`` is ``latent`` (B, d) when given, else the
-        learned rows ``index`` (B,) of the cells.
+        learned rows ``index`` (B,) of the cells. ``measured`` (``{modality: (B,)}`` 0/1, from
+        mosaic data's batches) leaves the experts of the modalities a cell lacks out of its
+        posterior (``poe``, ``moe``, ``vq``) and, returned as ``measured``, the modalities out
+        of :meth:`loss_terms`.
 
         Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)), with
         ``posterior="vq"`` also ``codes`` (B,) (each cell's codebook index; per expert
@@ -271,13 +285,27 @@ class Component(keras.layers.Layer):
         """
         mods = self.modalities
         sizes = {m: library_size(x[m]) for m in mods}
+        flags = None if measured is None else {m: tf.cast(measured[m], tf.float32) for m in mods}
         if self.posterior == "representation":
-            return self._represented(x, batch, parents, sizes, decode, index, latent)
+            outputs = self._represented(x, batch, parents, sizes, decode, index, latent)
+        else:
+            outputs = self._encoded(x, batch, parents, sizes, sample, decode, noise, training, flags)
+        if flags is not None:
+            outputs["measured"] = flags
+        return outputs
+
+    def _encoded(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
+                 sizes: Mapping[str, tf.Tensor], sample: bool, decode: bool, noise: tf.Tensor | None,
+                 training: bool | None, flags: Mapping[str, tf.Tensor] | None) -> dict[str, Any]:
+        """The pass of a component with an encoder (see :meth:`call`)."""
+        mods = self.modalities
+        present = None if flags is None else [flags[m] for m in mods]
         encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
         if self.posterior in ("moe", "vq") and sample and noise is None:
-            return self._stratified(x, batch, parents, encoded, sizes, decode, bool(training) and self.trainable)
+            return self._stratified(x, batch, parents, encoded, sizes, decode, bool(training) and self.trainable,
+                                    present)
         if self.has_experts:
-            z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods])
+            z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods], present)
         else:
             z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
         codes = None
@@ -316,7 +344,7 @@ class Component(keras.layers.Layer):
 
     def _stratified(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
                     encoded: list[tf.Tensor], sizes: Mapping[str, tf.Tensor], decode: bool,
-                    update: bool = False) -> dict[str, Any]:
+                    update: bool = False, present: Sequence[tf.Tensor] | None = None) -> dict[str, Any]:
         """The training pass of a mixture of experts: one sample per expert (stratified sampling,
         paper 003 Eq. 2), each decoded into every modality; for ``vq``, each expert's code
         (paper 002's cross-training, plus each modality's own code), the codebook moving
@@ -324,7 +352,9 @@ class Component(keras.layers.Layer):
 
         The experts' samples are stacked along the batch axis (M * B rows, expert-major), so
         the hierarchical encoder and decoders run once. ``z``/``z_hat`` for the children are
-        one expert's sample per cell, picked uniformly: a draw of the mixture.
+        one expert's sample per cell, picked uniformly: a draw of the mixture. With ``present``
+        (mosaic data) only the experts of the modalities a cell has count: in the pick, in the
+        joint latent and (through ``experts["present"]``) in the loss.
         """
         mods = self.modalities
         means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
@@ -335,19 +365,27 @@ class Component(keras.layers.Layer):
             quantized, codes, commitment = self.encoder.quantized(tf.reshape(mean_stack, [-1, self.latent_dim]),
                                                                   update)
             z_stack = tf.reshape(quantized, tf.shape(mean_stack))
-            latent_loss = (tf.reduce_mean(tf.reshape(commitment, [n_experts, -1]), axis=0)
-                           + self.encoder.alignment_loss(means))
+            commitment = tf.reshape(commitment, [n_experts, -1])
+            latent_loss = (_present_mean(commitment, present) + self.encoder.alignment_loss(means, present))
         else:
             noise = keras.random.normal(tf.shape(mean_stack), seed=self.noise)
             z_stack = mean_stack + tf.sqrt(var_stack) * tf.cast(noise, mean_stack.dtype)  # (M, B, d)
         n = tf.shape(mean_stack)[1]
         flat = tf.reshape(z_stack, [-1, self.latent_dim])
         z_hat_flat = self.hierarchical_encoder(flat, [tf.tile(p, [n_experts, 1]) for p in parents])
-        pick = keras.random.randint(tf.reshape(n, [1]), 0, n_experts, seed=self.noise)
+        if present is None:
+            pick = keras.random.randint(tf.reshape(n, [1]), 0, n_experts, seed=self.noise)
+        else:  # uniform over the experts the cell has (over all for a cell with none)
+            mask = tf.transpose(tf.stack(present))  # (B, M)
+            has_any = tf.reduce_any(mask > 0, axis=1, keepdims=True)
+            logits = tf.where(has_any, tf.math.log(tf.maximum(mask, 1e-30)), tf.zeros_like(mask))
+            pick = tf.cast(keras.random.categorical(logits, 1, seed=self.noise)[:, 0], tf.int32)
         rows = pick * n + tf.range(n)
-        z_mean, z_var = self.encoder.combine(means, variances)
+        z_mean, z_var = self.encoder.combine(means, variances, present)
         outputs = {"z_mean": z_mean, "z_var": z_var, "z": tf.gather(flat, rows), "z_hat": tf.gather(z_hat_flat, rows),
                    "experts": {"mean": mean_stack, "var": var_stack, "z": z_stack}}
+        if present is not None:
+            outputs["experts"]["present"] = tf.stack(present)
         if latent_loss is not None:
             outputs["experts"]["latent_loss"] = latent_loss
             outputs["codes"] = codes
@@ -377,17 +415,25 @@ class Component(keras.layers.Layer):
         """
         params = self.parameters_of(outputs)
         prior = self.pretrain_prior if pretrain else self.prior
+        flags = outputs.get("measured")
         if "experts" in outputs:
-            return self._stratified_terms(x, outputs["experts"], params, prior)
-        if self.posterior == "representation":  # a point estimate (MAP): its prior term is -log p(z)
-            kl = -prior.log_prob(tf.cast(outputs["z"], tf.float32))
+            terms = self._stratified_terms(x, outputs["experts"], params, prior)
         else:
-            kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
-        nll = {
-            m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]), params[m])
-            for m in self.modalities
-        }
-        return {"kl": kl, "nll": nll}
+            if self.posterior == "representation":  # a point estimate (MAP): its prior term is -log p(z)
+                kl = -prior.log_prob(tf.cast(outputs["z"], tf.float32))
+            else:
+                kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
+                if flags is not None:  # a cell none of whose modalities is measured has no posterior here
+                    kl = kl * tf.reduce_max(tf.stack([flags[m] for m in self.modalities]), axis=0)
+            nll = {
+                m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]),
+                                                 params[m])
+                for m in self.modalities
+            }
+            terms = {"kl": kl, "nll": nll}
+        if flags is not None:  # an unmeasured modality's empty row is not data
+            terms["nll"] = {m: v * tf.cast(flags[m], v.dtype) for m, v in terms["nll"].items()}
+        return terms
 
     def _stratified_terms(self, x: Mapping[str, Any], experts: Mapping[str, tf.Tensor],
                           params: Mapping[str, Mapping[str, tf.Tensor]], prior: Any) -> dict[str, Any]:
@@ -396,19 +442,22 @@ class Component(keras.layers.Layer):
         which has no closed form. A quantised latent has no density: its ``kl`` term is the
         commitment and alignment loss instead (paper 002, Eq. 1-2)."""
         n_experts = int(experts["z"].shape[0])
+        present = experts.get("present")
+        present = None if present is None else tf.unstack(tf.cast(present, tf.float32))
         nll = {}
         for m in self.modalities:
             lik = self.likelihoods[m]
             target = x[m] if lik.accepts_sparse else _dense(x[m])
             tiled = (tf.sparse.concat(0, [target] * n_experts) if isinstance(target, tf.SparseTensor)
                      else tf.tile(target, [n_experts, 1]))
-            nll[m] = -tf.reduce_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), axis=0)
+            nll[m] = -_present_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), present)
         if "latent_loss" in experts:
             return {"kl": experts["latent_loss"], "nll": nll}
         z = tf.cast(experts["z"], tf.float32)
-        log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32))
+        log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32),
+                                    present)
         log_p = tf.reshape(prior.log_prob(tf.reshape(z, [-1, self.latent_dim])), [n_experts, -1])
-        return {"kl": tf.reduce_mean(log_q - log_p, axis=0), "nll": nll}
+        return {"kl": _present_mean(log_q - log_p, present), "nll": nll}
 
     def get_config(self) -> dict:
         return {

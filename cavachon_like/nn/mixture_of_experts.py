@@ -34,17 +34,24 @@ def mixture_moments(means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor],
     return mean, tf.maximum(second - tf.square(mean), 1e-12)
 
 
-def log_mixture_density(z: tf.Tensor, means: tf.Tensor, variances: tf.Tensor) -> tf.Tensor:
+def log_mixture_density(z: tf.Tensor, means: tf.Tensor, variances: tf.Tensor,
+                        present: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
     """``log (1/M) sum_k N(z_j | mean_k, var_k)`` for stacked samples and experts.
 
     ``z`` is ``(J, B, d)`` (J samples per cell), ``means``/``variances`` ``(M, B, d)``;
-    returns ``(J, B)``.
+    returns ``(J, B)``. With ``present`` (one ``(B,)`` 0/1 tensor per expert) the mixture
+    is over the experts each cell has (a cell with none gets a finite placeholder).
     """
     diff = z[:, None] - means[None]  # (J, M, B, d)
     log_normal = -0.5 * tf.reduce_sum(
         math.log(2 * math.pi) + tf.math.log(variances[None]) + tf.square(diff) / variances[None], axis=-1
     )
-    return tf.reduce_logsumexp(log_normal, axis=1) - math.log(means.shape[0])
+    if present is None:
+        return tf.reduce_logsumexp(log_normal, axis=1) - math.log(means.shape[0])
+    mask = tf.cast(tf.stack(present), log_normal.dtype)  # (M, B)
+    # log 1e-30 rather than -inf keeps a cell without experts finite; callers weigh it by 0
+    log_weights = tf.math.log(tf.maximum(mask, 1e-30)) - tf.math.log(tf.maximum(tf.reduce_sum(mask, 0), 1.0))
+    return tf.reduce_logsumexp(log_normal + log_weights[None], axis=1)
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -71,11 +78,20 @@ class MixtureOfExperts(ProductOfExperts):
         return mixture_moments(means, variances, present)
 
     @staticmethod
-    def sample(means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor], rng: np.random.Generator) -> tf.Tensor:
-        """One draw of the mixture per cell: an expert picked uniformly, then its Gaussian."""
+    def sample(means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor], rng: np.random.Generator,
+               present: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+        """One draw of the mixture per cell: an expert picked uniformly (among those a cell has,
+        with ``present``), then its Gaussian."""
         mean_stack, var_stack = tf.stack(means), tf.stack(variances)
         n, d = int(mean_stack.shape[1]), int(mean_stack.shape[2])
-        pick = tf.constant(np.stack([np.arange(n), rng.integers(len(means), size=n)], axis=1))
+        if present is None:
+            chosen = rng.integers(len(means), size=n)
+        else:  # the k-th expert the cell has, k uniform (cells with none: any expert)
+            mask = np.stack([np.asarray(p) > 0 for p in present], axis=1)
+            mask[~mask.any(axis=1)] = True
+            ranks = np.floor(rng.random(n) * mask.sum(axis=1)).astype(int)
+            chosen = np.array([np.flatnonzero(row)[k] for row, k in zip(mask, ranks)])
+        pick = tf.constant(np.stack([np.arange(n), chosen], axis=1))
         mean = tf.gather_nd(tf.transpose(mean_stack, [1, 0, 2]), pick)
         var = tf.gather_nd(tf.transpose(var_stack, [1, 0, 2]), pick)
         return mean + tf.sqrt(var) * tf.constant(rng.standard_normal((n, d)), mean.dtype)

@@ -86,9 +86,11 @@ class ProductOfExperts(keras.layers.Layer):
         return product_of_gaussians(means, variances, present)
 
     @classmethod
-    def sample(cls, means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor], rng: np.random.Generator) -> tf.Tensor:
-        """One draw per cell of the joint posterior of the experts' outputs, noise from ``rng``."""
-        mean, var = cls.combine(means, variances)
+    def sample(cls, means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor], rng: np.random.Generator,
+               present: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+        """One draw per cell of the joint posterior of the experts' outputs, noise from ``rng``;
+        ``present`` as in :func:`product_of_gaussians`."""
+        mean, var = cls.combine(means, variances, present)
         return mean + tf.sqrt(var) * tf.constant(rng.standard_normal(mean.shape), mean.dtype)
 
     def get_config(self) -> dict:

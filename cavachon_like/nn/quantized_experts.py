@@ -87,16 +87,26 @@ class QuantizedExperts(ProductOfExperts):
         return self.quantizer(z, training=training)
 
     def sample(self, means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor],
-               rng: np.random.Generator | None = None) -> tf.Tensor:
-        """The code of the experts' mean: deterministic, so ``rng`` is unused."""
-        return self.quantized(self.combine(means, variances)[0])[0]
+               rng: np.random.Generator | None = None, present: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+        """The code of the experts' mean (over those a cell has, with ``present``): deterministic,
+        so ``rng`` is unused."""
+        return self.quantized(self.combine(means, variances, present)[0])[0]
 
-    def alignment_loss(self, means: Sequence[tf.Tensor]) -> tf.Tensor:
-        """Per cell, ``alignment`` times the mean over expert pairs of ``||z_m - z_m'||^2`` ``(B,)``."""
-        pairs = [tf.reduce_sum(tf.square(a - b), axis=1) for i, a in enumerate(means) for b in means[i + 1:]]
+    def alignment_loss(self, means: Sequence[tf.Tensor], present: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+        """Per cell, ``alignment`` times the mean over expert pairs of ``||z_m - z_m'||^2`` ``(B,)``;
+        with ``present`` (one ``(B,)`` 0/1 tensor per expert) over the pairs a cell has both of."""
+        pairs, weights = [], []
+        for i, a in enumerate(means):
+            for j in range(i + 1, len(means)):
+                pairs.append(tf.reduce_sum(tf.square(a - means[j]), axis=1))
+                if present is not None:
+                    weights.append(tf.cast(present[i], a.dtype) * tf.cast(present[j], a.dtype))
         if not pairs:
             return tf.zeros_like(means[0][:, 0])
-        return self.alignment * tf.add_n(pairs) / len(pairs)
+        if present is None:
+            return self.alignment * tf.add_n(pairs) / len(pairs)
+        total = tf.add_n([w * p for w, p in zip(weights, pairs)])
+        return self.alignment * total / tf.maximum(tf.add_n(weights), 1.0)
 
     def get_config(self) -> dict[str, Any]:
         q = self.quantizer
