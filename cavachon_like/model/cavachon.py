@@ -268,6 +268,19 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
         self.compile(**config)
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        """Keras' symbolic build before ``fit``/``evaluate``, skipped when every layer is built.
+
+        Under a ``tf.distribute`` strategy Keras first reduces one batch across replicas to build
+        the model symbolically; with ``MultiWorkerMirroredStrategy`` that reduce fails on a nested
+        (dict) batch such as this model's (keras-team/keras#20329). Every weight is made when
+        the model is constructed and each phase's optimizer before it trains, so there is
+        nothing to build.
+        """
+        if all(layer.built for layer in self._flatten_layers()):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _compile_stage(self, build: bool = True) -> None:
         """Compile afresh (a new optimizer) for a training phase; ``build`` creates its slots.
 

@@ -8,7 +8,7 @@ from typing import Any
 import tensorflow as tf
 
 from ..nn import codebook_usage
-from ..train import global_mean
+from ..train import global_mean, multi_worker
 
 
 class TrainingSteps:
@@ -70,7 +70,7 @@ class TrainingSteps:
         gradients = tape.gradient(loss, weights + [table.embeddings.value for table in tables])
         self.optimizer.apply_gradients(zip(gradients[:len(weights)], weights))
         self._step_tables(tables, gradients[len(weights):])
-        return self._update_trackers(terms, outputs)
+        return self._per_replica_logs(self._update_trackers(terms, outputs))
 
     def test_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """The running metrics of :meth:`train_step` on a batch, without a gradient step of the model.
@@ -88,7 +88,18 @@ class TrainingSteps:
             loss = global_mean(per_cell)
         if tables:
             self._step_tables(tables, tape.gradient(loss, [table.embeddings.value for table in tables]))
-        return self._update_trackers(terms, outputs)
+        return self._per_replica_logs(self._update_trackers(terms, outputs))
+
+    def _per_replica_logs(self, logs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The step's logs as Keras can reduce them across workers.
+
+        Keras reduces every log of a multi-worker strategy with ``strategy.reduce("MEAN", v,
+        axis=0)``, which fails on a scalar (tensorflow/tensorflow#72388); a ``(1,)`` tensor
+        reduces to the same scalar. Other strategies and one device keep scalars.
+        """
+        if not multi_worker(self.distribute_strategy):
+            return logs
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
 
     def _tables(self) -> list[Any]:
         """The representation tables of the training components that learn one latent per cell."""

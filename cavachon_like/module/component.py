@@ -250,6 +250,7 @@ class Component(keras.layers.Layer):
             self.encoder.build([x_shape[m] for m in mods], all_batch)
         self.hierarchical_encoder.build(latent, list(parents_shape))
         self.prior.build(latent)
+        self.pretrain_prior.build(latent)
         for m in mods:
             self.decoders[m].build(latent, batch_shape[m])
 
@@ -362,8 +363,9 @@ class Component(keras.layers.Layer):
         mean_stack, var_stack = tf.stack(means), tf.stack(variances)
         latent_loss = None
         if self.posterior == "vq":
+            measured = None if present is None else tf.reshape(tf.stack(present), [-1])  # expert-major, as the means
             quantized, codes, commitment = self.encoder.quantized(tf.reshape(mean_stack, [-1, self.latent_dim]),
-                                                                  update)
+                                                                  update, measured)
             z_stack = tf.reshape(quantized, tf.shape(mean_stack))
             commitment = tf.reshape(commitment, [n_experts, -1])
             latent_loss = (_present_mean(commitment, present) + self.encoder.alignment_loss(means, present))

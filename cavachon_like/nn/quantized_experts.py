@@ -80,11 +80,12 @@ class QuantizedExperts(ProductOfExperts):
             mean = tf.reduce_sum(stack * weights, axis=0) / tf.maximum(tf.reduce_sum(weights, axis=0), 1.0)
         return mean, tf.zeros_like(mean)
 
-    def quantized(self, z: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def quantized(self, z: tf.Tensor, training: bool = False,
+                  weights: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """``(quantized, codes, commitment)`` of :class:`~cavachon_like.nn.VectorQuantizer`;
-        ``training`` also moves the codebook towards ``z``. (Not ``quantize``: Keras layers
-        have a ``quantize`` method, for int8 weights.)"""
-        return self.quantizer(z, training=training)
+        ``training`` also moves the codebook towards the rows of ``z`` whose ``weights`` (default
+        all) are 1. (Not ``quantize``: Keras layers have a ``quantize`` method, for int8 weights.)"""
+        return self.quantizer(z, training=training, weights=weights)
 
     def sample(self, means: Sequence[tf.Tensor], variances: Sequence[tf.Tensor],
                rng: np.random.Generator | None = None, present: Sequence[tf.Tensor] | None = None) -> tf.Tensor:

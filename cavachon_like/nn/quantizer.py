@@ -123,8 +123,11 @@ class VectorQuantizer(keras.layers.Layer):
                      + tf.reduce_sum(codebook * codebook, axis=1)[None, :])
         return tf.argmin(distances, axis=1, output_type=tf.int32)
 
-    def call(self, z: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Quantise ``z`` ``(B, dim)``; see the class docstring for the outputs."""
+    def call(self, z: tf.Tensor, training: bool | None = None,
+             weights: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Quantise ``z`` ``(B, dim)``; see the class docstring for the outputs. ``weights``
+        ``(B,)`` 0/1 leaves rows out of the codebook update (e.g. the outputs of experts whose
+        modality a cell lacks); they are still quantised."""
         z = tf.convert_to_tensor(z)
         if not self.built:
             self.build(z.shape)
@@ -133,7 +136,7 @@ class VectorQuantizer(keras.layers.Layer):
         codes = self.nearest(z)
         e_z = tf.gather(tf.convert_to_tensor(self.codebook), codes)  # the codebook before this batch's update
         if training:
-            self._update(z, codes)
+            self._update(z, codes, weights)
         commitment = self.beta * tf.reduce_sum(tf.square(z - tf.stop_gradient(e_z)), axis=1)
         quantized = z + tf.stop_gradient(e_z - z)
         return quantized, codes, commitment
@@ -157,9 +160,11 @@ class VectorQuantizer(keras.layers.Layer):
         self.counts.assign(tf.where(first, tf.ones_like(self.counts), self.counts))
         self.initialized.assign(1.0)
 
-    def _update(self, z: tf.Tensor, codes: tf.Tensor) -> None:
+    def _update(self, z: tf.Tensor, codes: tf.Tensor, weights: tf.Tensor | None = None) -> None:
         z = tf.stop_gradient(z)
         onehot = tf.one_hot(codes, self.n_codes, dtype=z.dtype)
+        if weights is not None:
+            onehot = onehot * tf.cast(weights, z.dtype)[:, None]
         batch_counts = _replica_sum(tf.reduce_sum(onehot, axis=0))
         batch_sums = _replica_sum(tf.matmul(onehot, z, transpose_a=True))
         counts = self.decay * self.counts + (1.0 - self.decay) * batch_counts

@@ -5,6 +5,6 @@ from .kl_warmup import KLWarmup
 from .plan import MODES, training_plan
 from .prior_init import PriorUpdate, fit_priors
 from .progressive import ProgressiveBlending
-from .scaling import global_mean
+from .scaling import global_mean, multi_worker
 
-__all__ = ["MODES", "FitProgress", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "training_plan"]
+__all__ = ["MODES", "FitProgress", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "training_plan"]

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from ..atomic import write_atomically
 from ..errors import InputError
+from .scaling import is_chief
 
 FILENAME = "checkpoint.npz"
 FORMAT = 1
@@ -178,7 +179,9 @@ class FitProgress:
         meta = {"format": FORMAT, "signature": self.signature, "position": self.position, "rows": self.rows,
                 "model": _paths(model.variables), "optimizer": _paths(optimizer), "early_stopping": states}
         arrays["meta"] = np.array(json.dumps(meta))
-        write_atomically(self.path, lambda tmp: np.savez(tmp, **arrays))
+        # Workers of a multi-worker strategy hold the same state; one file, written by the chief.
+        if is_chief(model.distribute_strategy):
+            write_atomically(self.path, lambda tmp: np.savez(tmp, **arrays))
 
     def callback(self, phase: int, initial_epoch: int,
                  callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.Callback:
