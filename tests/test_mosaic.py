@@ -153,3 +153,14 @@ def test_models_that_cannot_take_a_missing_modality_say_so(paired, mosaic, moe, 
     # predicting ATAC from RNA for cells without RNA has nothing to start from
     with pytest.raises(InputError, match=r"through component 'joint', which needs one of \['rna'\]; \d+ cells lack"):
         moe.predict_modality(mosaic, "atac")
+
+
+def test_a_joint_latent_is_encoded_from_the_modalities_the_data_have(moe, paired, mosaic, dropped):
+    atac_only = MultiModality({"atac": paired.mod["atac"]})
+    z = moe.get_latent_representation(atac_only)["z_joint"]
+    # every cell as the mosaic data's RNA-less cells are: from the ATAC expert alone
+    expected = moe.get_latent_representation(mosaic)["z_joint"]
+    np.testing.assert_allclose(z[dropped], expected[dropped], rtol=1e-4, atol=1e-5)
+    assert np.abs(z[~dropped] - expected[~dropped]).max() > 1e-2  # those had RNA there
+    rna = moe.get_normalized_expression(atac_only, "rna")
+    assert rna.shape == (paired.n_obs, paired.mod["rna"].n_vars) and np.isfinite(rna).all()

@@ -30,12 +30,6 @@ def measured(adata: ad.AnnData) -> np.ndarray:
     return adata.obs[MEASURED_KEY].to_numpy(dtype=bool)
 
 
-def union_barcodes(adatas: Mapping[str, ad.AnnData]) -> pd.Index:
-    """Every barcode of any modality, in the order first seen (modalities in order)."""
-    names = [a.obs_names for a in adatas.values()]
-    return pd.Index(pd.unique(np.concatenate([n.to_numpy(dtype=object) for n in names])))
-
-
 def _placed(matrix: Any, rows: np.ndarray, n_rows: int) -> Any:
     """``matrix`` with its row ``i`` at row ``rows[i]`` of an ``n_rows``-row result, the other rows empty."""
     if sp.issparse(matrix):
@@ -102,6 +96,20 @@ def pad_cells(adata: ad.AnnData, cells: pd.Index, name: str, batch_key: Sequence
               if not isinstance(v, pd.DataFrame)},
         varm=dict(adata.varm),
     )
+
+
+def pad_modalities(adatas: Mapping[str, ad.AnnData], cells: pd.Index, tables: Sequence[pd.DataFrame],
+                   batch_keys: Mapping[str, Sequence[str]]) -> dict[str, ad.AnnData]:
+    """Every modality over ``cells`` (:func:`pad_cells`), annotations of added cells taken from
+    ``tables`` (e.g. the global ``obs``) and the other modalities, then
+    :func:`check_some_modality`."""
+    padded = dict(adatas)
+    for name, adata in adatas.items():
+        if not adata.obs_names.equals(cells):
+            others = list(tables) + [a.obs for other, a in adatas.items() if other != name]
+            padded[name] = pad_cells(adata, cells, name, batch_keys.get(name, []), others)
+    check_some_modality(padded, cells)
+    return padded
 
 
 def check_some_modality(adatas: Mapping[str, ad.AnnData], cells: pd.Index) -> None:

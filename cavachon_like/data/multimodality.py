@@ -16,7 +16,8 @@ import pandas as pd
 from ..errors import DataWarning, InputError
 from .groups import cell_positions, name_examples
 from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
-from .mosaic import check_some_modality, pad_cells, union_barcodes
+from .barcodes import check_unique_barcodes, shared_barcodes, union_barcodes
+from .mosaic import check_some_modality, pad_modalities
 from .qc import QCStep, from_config, library_size_report, library_size_warnings
 from .support import support_of
 
@@ -113,7 +114,7 @@ class MultiModality(md.MuData):
                     "RNA counts, 'bernoulli' for ATAC peaks, 'nb' for protein counts."
                 )
 
-        _check_unique_barcodes(adatas)
+        check_unique_barcodes(adatas)
         new_names, renamed = unique_feature_names(adatas)
         if renamed:  # on shallow copies (the matrices are shared): the caller's objects keep their names
             adatas = {k: _with_var_names(a, new_names[k]) for k, a in adatas.items()}
@@ -122,20 +123,14 @@ class MultiModality(md.MuData):
                     source = md.MuData(adatas, **_global_annotations(source, adatas, _renamed_var(source, adatas)))
         if join == "outer":
             keep, lost = (source.obs_names if source is not None else union_barcodes(adatas)), {}
-            if source is not None and not source.obs_names.is_unique:
-                raise ValueError("the MuData's global obs has duplicated barcodes; make them unique first.")
-            tables = [source.obs] if source is not None else []
-            for k, a in adatas.items():
-                if not a.obs_names.equals(keep):
-                    others = tables + [o.obs for n, o in adatas.items() if n != k]
-                    key = batch_keys.get(k, a.uns.get(UNS_KEY, {}).get("batch_key"))
-                    adatas[k] = pad_cells(a, keep, k, _as_batch_key(key), others)
+            adatas = pad_modalities(adatas, keep, [source.obs] if source is not None else [],
+                                    {k: _as_batch_key(batch_keys.get(k, a.uns.get(UNS_KEY, {}).get("batch_key")))
+                                     for k, a in adatas.items()})
             if source is not None:
                 with no_pull():
                     source = md.MuData(adatas, **_global_annotations(source, adatas, source.var))
-            check_some_modality(adatas, keep)
         else:
-            keep, lost = _shared_barcodes(adatas, join)
+            keep, lost = shared_barcodes(adatas, join)
         aligned = all(a.obs_names.equals(keep) for a in adatas.values())
         if source is not None and not (aligned and source.obs_names.equals(keep)):
             source = _take_cells(source, keep)
@@ -465,45 +460,6 @@ def _per_modality(value: Any, adatas: Mapping[str, Any], what: str) -> dict[str,
     if what == "likelihoods":
         raise TypeError(f"likelihoods must be a dict {{modality: likelihood}}, got {value!r}.")
     return {k: _as_batch_key(value) for k in adatas}
-
-
-def _check_unique_barcodes(adatas: Mapping[str, ad.AnnData]) -> None:
-    for name, adata in adatas.items():
-        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
-        if len(dup):
-            raise ValueError(
-                f"modality {name!r} has {len(dup)} duplicated cell barcodes (e.g. {name_examples(dup)}); cells are "
-                "matched across modalities by barcode, so make them unique consistently in every modality "
-                "(e.g. prefix each with its sample)."
-            )
-
-
-def _shared_barcodes(adatas: Mapping[str, ad.AnnData], join: str) -> tuple[pd.Index, dict[str, int]]:
-    """Barcodes kept (in the first modality's order) and how many each modality loses."""
-    names = {k: a.obs_names for k, a in adatas.items()}
-    first = next(iter(names.values()))
-    keep = first
-    for other in names.values():
-        keep = keep[keep.isin(other)]
-    lost = {k: int(len(idx) - len(keep)) for k, idx in names.items()}
-    if join == "strict" and any(lost.values()):
-        lines = [
-            f"  {k!r}: {n} of {len(names[k])} barcodes are missing from other modalities"
-            + (f" (e.g. {name_examples(names[k][~names[k].isin(keep)])})" if n else "")
-            for k, n in lost.items()
-        ]
-        raise ValueError(
-            "modalities do not have the same cell barcodes (join='strict'):\n" + "\n".join(lines)
-            + "\nPass join='inner' to keep only the cells present in every modality, or join='outer' to keep "
-            "every cell and model the modalities each lacks as missing (mosaic data)."
-        )
-    if not len(keep):
-        examples = "; ".join(f"{k!r}: {name_examples(idx)}" for k, idx in names.items())
-        raise ValueError(
-            f"no cell barcode is shared by all modalities ({examples}); check that barcodes are written the "
-            "same way in every modality (prefixes, '-1' suffixes)."
-        )
-    return keep, lost
 
 
 def _take_cells(mdata: md.MuData, keep: pd.Index) -> md.MuData:

@@ -36,6 +36,7 @@ from .specs import (
     make_component,
     modality_specs_of,
     normalize_modalities,
+    with_absent_modalities,
     with_chromosome_sizes,
     with_default_units,
 )
@@ -268,19 +269,6 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
         self.compile(**config)
 
-    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
-        """Keras' symbolic build before ``fit``/``evaluate``, skipped when every layer is built.
-
-        Under a ``tf.distribute`` strategy Keras first reduces one batch across replicas to build
-        the model symbolically; with ``MultiWorkerMirroredStrategy`` that reduce fails on a nested
-        (dict) batch such as this model's (keras-team/keras#20329). Every weight is made when
-        the model is constructed and each phase's optimizer before it trains, so there is
-        nothing to build.
-        """
-        if all(layer.built for layer in self._flatten_layers()):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     def _compile_stage(self, build: bool = True) -> None:
         """Compile afresh (a new optimizer) for a training phase; ``build`` creates its slots.
 
@@ -313,8 +301,12 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         batches carry each cell's latent: its learned row for cells the model was trained
         on, a latent inferred against the frozen model for others (:meth:`predict_new`).
         With ``training`` they carry the rows themselves (``index``), which ``fit`` trains;
-        every cell must then have one.
+        every cell must then have one. Outside training, a modality missing from ``data`` that a
+        component with experts or learned representations holds counts as measured in no cell
+        (mosaic data), so such a latent is encoded from the modalities the data have.
         """
+        if not training:
+            data = with_absent_modalities(self.components, self.modality_specs, data)
         self.check_data(data)
         return data.to_dataset(
             per_cell=per_cell_inputs(self, data, indices, training),

@@ -5,8 +5,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anndata as ad
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
+from ..data import MultiModality
 from ..data.genome import chromosome_boundaries
 from ..data.groups import name_examples
 from ..errors import InputError
@@ -216,6 +220,30 @@ def check_measured(components: Mapping[str, Any], data: Any) -> None:
                 )
     if errors:
         raise InputError("mosaic data (cells lacking a modality) does not fit the model:\n  - " + "\n  - ".join(errors))
+
+
+def with_absent_modalities(components: Mapping[str, Any], modality_specs: Mapping[str, Mapping[str, Any]],
+                           data: Any) -> Any:
+    """``data`` with the model's modalities it lacks added as measured in no cell, where the
+    components holding them take any subset of their modalities (experts, learned
+    representations), so that e.g. a joint latent is encoded from ATAC alone; else ``data``
+    itself (:func:`check_data` then names what is missing)."""
+    absent = [m for m in modality_specs if m not in data.mod]
+    subsets = [c for c in components.values() if c.posterior in ("poe", "moe", "vq", "representation")]
+    if not absent or not all(any(m in c.modalities for c in subsets) for m in absent):
+        return data
+    if not any(m in data.mod for c in subsets for m in c.modalities):
+        return data  # nothing to encode the cells from
+    empty = {}
+    for m in absent:
+        spec = modality_specs[m]
+        obs = pd.DataFrame({column: pd.Series(dtype=object) for column in spec["batch_key"]},
+                           index=pd.Index([], dtype=object))
+        empty[m] = ad.AnnData(sp.csr_matrix((0, int(spec["n_features"])), dtype=np.float32), obs=obs,
+                              var=pd.DataFrame(index=[f"{m}:unmeasured_{i}" for i in range(int(spec["n_features"]))]))
+    return MultiModality({**data.mod, **empty}, join="outer",
+                         likelihoods={m: modality_specs[m]["likelihood"] for m in absent},
+                         batch_key={m: modality_specs[m]["batch_key"] for m in absent})
 
 
 def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

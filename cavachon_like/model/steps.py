@@ -18,6 +18,19 @@ class TrainingSteps:
     ``kl_weight``, ``_pretraining`` and the metric trackers.
     """
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        """Keras' symbolic build before ``fit``/``evaluate``, skipped when every layer is built.
+
+        Under a ``tf.distribute`` strategy Keras first reduces one batch across replicas to build
+        the model symbolically; with ``MultiWorkerMirroredStrategy`` that reduce fails on a nested
+        (dict) batch such as this model's (keras-team/keras#20329). Every weight is made when
+        the model is constructed and each phase's optimizer before it trains, so there is
+        nothing to build.
+        """
+        if all(layer.built for layer in self._flatten_layers()):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def loss_terms(
         self, x: Mapping[str, tf.Tensor], outputs: Mapping[str, Any], components: Sequence[str]
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
