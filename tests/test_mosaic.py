@@ -164,3 +164,24 @@ def test_a_joint_latent_is_encoded_from_the_modalities_the_data_have(moe, paired
     assert np.abs(z[~dropped] - expected[~dropped]).max() > 1e-2  # those had RNA there
     rna = moe.get_normalized_expression(atac_only, "rna")
     assert rna.shape == (paired.n_obs, paired.mod["rna"].n_vars) and np.isfinite(rna).all()
+
+
+def test_the_expert_alignment_penalty_is_the_symmetric_kl_of_the_pairs_a_cell_has():
+    from cavachon_like.module.terms import expert_divergence
+
+    rng = np.random.default_rng(3)
+    mean = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    var = rng.uniform(0.2, 2.0, size=(3, 4, 2)).astype(np.float32)
+    present = np.array([[1, 1, 1, 0], [1, 1, 0, 1], [1, 0, 0, 1]], np.float32)
+
+    def kl(i, j, b):  # KL(N_i || N_j), diagonal Gaussians
+        return 0.5 * np.sum(np.log(var[j, b] / var[i, b]) + (var[i, b] + (mean[i, b] - mean[j, b]) ** 2) / var[j, b] - 1)
+
+    got = expert_divergence({"mean": tf.constant(mean), "var": tf.constant(var), "present": tf.constant(present)})
+    for b in range(4):
+        pairs = [(i, j) for i in range(3) for j in range(i + 1, 3) if present[i, b] and present[j, b]]
+        expected = np.mean([kl(i, j, b) + kl(j, i, b) for i, j in pairs]) if pairs else 0.0
+        np.testing.assert_allclose(got.numpy()[b], expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="expert_alignment applies to posterior: poe or moe, not 'concat'"):
+        CAVACHON.from_data(simulate(n_cells=60, n_atac=20, n_rna=10, seed=0),
+                           [{"name": "joint", "modalities": ["atac", "rna"], "expert_alignment": 1.0}])

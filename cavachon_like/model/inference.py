@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..data.groups import cell_positions
-from ..nn import library_size
+from ..nn import as_dense, library_size
 from ..nn.representation import adam_step
 from .specs import check_feature_counts
 
@@ -29,10 +29,6 @@ DEFAULT_STEPS = 50
 #: steps at once against a fixed model and must cross the latent space (unit scale) within them;
 #: at 1e-2, 50 steps move a cell at most 0.5 from its starting mode.
 DEFAULT_INFERENCE_RATE = 0.1
-
-
-def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
-    return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
 
 
 def check_sources(model: Any, data: Any, component: str, modalities: Sequence[str] | None) -> list[str]:
@@ -107,7 +103,7 @@ def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors
             x = inputs["x"][m]
             raw = module.decoders[m](z_hat, inputs["batch"][m])
             params = likelihood.constrain(raw, library_size(x))
-            log_prob = likelihood.log_prob(x if likelihood.accepts_sparse else _dense(x), params)
+            log_prob = likelihood.log_prob(x if likelihood.accepts_sparse else as_dense(x), params)
             if "measured" in inputs:  # mosaic data: an unmeasured modality's empty row is no evidence
                 log_prob = log_prob * inputs["measured"][m]
             loss -= log_prob

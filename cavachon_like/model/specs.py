@@ -32,6 +32,7 @@ COMPONENT_KEYS = {
     "preprocessor",
     "quantizer",
     "representation",
+    "expert_alignment",
 }
 MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
 
@@ -296,6 +297,7 @@ def make_component(name: str, by_name: Mapping[str, dict[str, Any]], modality_sp
             preprocessor=spec.get("preprocessor"),
             quantizer=spec.get("quantizer"),
             representation=spec.get("representation"),
+            expert_alignment=float(spec.get("expert_alignment", 0.0)),
             seed=seed,
             name=name,
         )

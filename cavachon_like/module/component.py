@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ..distributions import PRIORS, StandardNormalPrior, get_likelihood
 from ..nn import (
+    as_dense,
     DECODERS,
     ENCODERS,
     HIERARCHICAL_ENCODERS,
@@ -21,26 +22,13 @@ from ..nn import (
     log_mixture_density,
 )
 from .spec import build_from_spec
+from .terms import expert_divergence, present_mean
 
 DEFAULT_LATENT_DIM = 20
 #: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
 POSTERIORS = ("concat", "poe", "moe", "vq", "representation")
 #: The posteriors built from one encoder (expert) per modality.
 EXPERT_POSTERIORS = {"poe": ProductOfExperts, "moe": MixtureOfExperts, "vq": QuantizedExperts}
-
-
-def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
-    return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
-
-
-def _present_mean(values: tf.Tensor, present: Sequence[tf.Tensor] | None) -> tf.Tensor:
-    """The mean over experts of ``values`` (M, B), per cell over the experts it has (0 with none)."""
-    if present is None:
-        return tf.reduce_mean(values, axis=0)
-    mask = tf.cast(tf.stack(present), values.dtype)
-    # where, not a product: an absent expert's value may be -inf or NaN-producing
-    total = tf.reduce_sum(tf.where(mask > 0, values, tf.zeros_like(values)), axis=0)
-    return total / tf.maximum(tf.reduce_sum(mask, axis=0), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -89,6 +77,11 @@ class Component(keras.layers.Layer):
         Options of :class:`~cavachon_like.nn.LearnedRepresentation` for
         ``posterior="representation"``: ``n_cells`` (required; ``CAVACHON.from_data``
         fills it in), ``learning_rate``, ``beta_1``, ``beta_2``.
+    expert_alignment
+        For ``poe``/``moe``: weight of a penalty, added to the ``kl`` term, on the symmetric
+        KL divergence between the experts of each pair of modalities a cell has (MultiVI's
+        alignment of its modality-specific posteriors), so that a cell measured in one
+        modality lands where a paired cell would (mosaic data). 0 (default): the paper's ELBO.
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
@@ -113,6 +106,7 @@ class Component(keras.layers.Layer):
         preprocessor: str | dict | None = None,
         quantizer: Mapping[str, Any] | None = None,
         representation: Mapping[str, Any] | None = None,
+        expert_alignment: float = 0.0,
         seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -129,6 +123,11 @@ class Component(keras.layers.Layer):
         if posterior == "representation" and not (representation or {}).get("n_cells"):
             raise ValueError(f"component {self.name!r}: posterior: representation learns one latent per cell and needs "
                              "representation: {n_cells: ...}; CAVACHON.from_data(data, ...) fills it in from the data.")
+        if expert_alignment and posterior not in ("poe", "moe"):
+            raise ValueError(f"component {self.name!r}: expert_alignment applies to posterior: poe or moe, not "
+                             f"{posterior!r}" + (" (vq has quantizer: {alignment: ...})." if posterior == "vq" else "."))
+        if expert_alignment < 0:
+            raise ValueError(f"component {self.name!r}: expert_alignment must be >= 0, got {expert_alignment}.")
         if len(parents) != len(parent_dims):
             raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
         self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
@@ -146,6 +145,7 @@ class Component(keras.layers.Layer):
         }
         self.quantizer = dict(quantizer or {})
         self.representation = dict(representation or {})
+        self.expert_alignment = float(expert_alignment)
         self.seed = seed
         self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
         self.preprocessors = {
@@ -305,7 +305,14 @@ class Component(keras.layers.Layer):
         if self.posterior in ("moe", "vq") and sample and noise is None:
             return self._stratified(x, batch, parents, encoded, sizes, decode, bool(training) and self.trainable,
                                     present)
-        if self.has_experts:
+        moments = None
+        if self.has_experts and self.expert_alignment:  # the penalty needs each expert's posterior
+            means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
+            z_mean, z_var = self.encoder.combine(means, variances, present)
+            moments = {"mean": tf.stack(means), "var": tf.stack(variances)}
+            if present is not None:
+                moments["present"] = tf.stack(present)
+        elif self.has_experts:
             z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods], present)
         else:
             z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
@@ -320,6 +327,8 @@ class Component(keras.layers.Layer):
             z = z_mean
         z_hat = self.hierarchical_encoder(z, parents)
         outputs = {"z_mean": z_mean, "z_var": z_var, "z": z, "z_hat": z_hat}
+        if moments is not None:
+            outputs["expert_moments"] = moments
         if codes is not None:
             outputs["codes"] = codes
         if decode:
@@ -368,7 +377,7 @@ class Component(keras.layers.Layer):
                                                                   update, measured)
             z_stack = tf.reshape(quantized, tf.shape(mean_stack))
             commitment = tf.reshape(commitment, [n_experts, -1])
-            latent_loss = (_present_mean(commitment, present) + self.encoder.alignment_loss(means, present))
+            latent_loss = (present_mean(commitment, present) + self.encoder.alignment_loss(means, present))
         else:
             noise = keras.random.normal(tf.shape(mean_stack), seed=self.noise)
             z_stack = mean_stack + tf.sqrt(var_stack) * tf.cast(noise, mean_stack.dtype)  # (M, B, d)
@@ -428,13 +437,16 @@ class Component(keras.layers.Layer):
                 if flags is not None:  # a cell none of whose modalities is measured has no posterior here
                     kl = kl * tf.reduce_max(tf.stack([flags[m] for m in self.modalities]), axis=0)
             nll = {
-                m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else _dense(x[m]),
+                m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else as_dense(x[m]),
                                                  params[m])
                 for m in self.modalities
             }
             terms = {"kl": kl, "nll": nll}
         if flags is not None:  # an unmeasured modality's empty row is not data
             terms["nll"] = {m: v * tf.cast(flags[m], v.dtype) for m, v in terms["nll"].items()}
+        moments = outputs.get("expert_moments", outputs.get("experts"))
+        if self.expert_alignment and moments is not None:
+            terms["kl"] = terms["kl"] + self.expert_alignment * expert_divergence(moments)
         return terms
 
     def _stratified_terms(self, x: Mapping[str, Any], experts: Mapping[str, tf.Tensor],
@@ -449,17 +461,17 @@ class Component(keras.layers.Layer):
         nll = {}
         for m in self.modalities:
             lik = self.likelihoods[m]
-            target = x[m] if lik.accepts_sparse else _dense(x[m])
+            target = x[m] if lik.accepts_sparse else as_dense(x[m])
             tiled = (tf.sparse.concat(0, [target] * n_experts) if isinstance(target, tf.SparseTensor)
                      else tf.tile(target, [n_experts, 1]))
-            nll[m] = -_present_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), present)
+            nll[m] = -present_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), present)
         if "latent_loss" in experts:
             return {"kl": experts["latent_loss"], "nll": nll}
         z = tf.cast(experts["z"], tf.float32)
         log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32),
                                     present)
         log_p = tf.reshape(prior.log_prob(tf.reshape(z, [-1, self.latent_dim])), [n_experts, -1])
-        return {"kl": _present_mean(log_q - log_p, present), "nll": nll}
+        return {"kl": present_mean(log_q - log_p, present), "nll": nll}
 
     def get_config(self) -> dict:
         return {
@@ -473,5 +485,6 @@ class Component(keras.layers.Layer):
             **self.specs,
             "quantizer": self.quantizer,
             "representation": self.representation,
+            "expert_alignment": self.expert_alignment,
             "seed": self.seed,
         }

@@ -10,6 +10,7 @@ from .product_of_experts import ProductOfExperts, product_of_gaussians
 from .quantized_experts import QuantizedExperts
 from .quantizer import VectorQuantizer, codebook_usage, perplexity
 from .representation import LearnedRepresentation
+from .sparse import as_dense
 
 __all__ = [
     "DECODERS",
@@ -28,6 +29,7 @@ __all__ = [
     "ProductOfExperts",
     "QuantizedExperts",
     "VectorQuantizer",
+    "as_dense",
     "codebook_usage",
     "library_size",
     "log_mixture_density",

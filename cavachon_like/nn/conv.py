@@ -62,6 +62,7 @@ import tensorflow as tf
 
 from .decoder import Decoder
 from .encoder import Encoder
+from .sparse import as_dense
 
 #: Paper 004, Table 1, group 1 with the smallest kernel (K11, S11; 32 filters) and 128 FC units.
 DEFAULT_FILTERS = (32,)
@@ -222,10 +223,6 @@ def _sizes_for(n_bins: int, chromosome_sizes: list[int] | None, owner: str) -> l
     return list(chromosome_sizes)
 
 
-def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
-    return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
-
-
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class Conv1DEncoder(Encoder):
     """Conv1D encoder of paper 004: modalities as channels over the same genomic bins.
@@ -333,7 +330,7 @@ class Conv1DEncoder(Encoder):
             return tf.reshape(flat, [-1, length, channels])
         # Densified sparse input has no static length; without padding (every chromosome a
         # multiple of the stride) nothing would restore it before the flatten needs it.
-        h = tf.ensure_shape(tf.stack([_dense(t) for t in x], axis=-1), [None, sum(self.layout[0]["n"]), channels])
+        h = tf.ensure_shape(tf.stack([as_dense(t) for t in x], axis=-1), [None, sum(self.layout[0]["n"]), channels])
         return self._pad(h, 0)
 
     def _conv(self, h: tf.Tensor, i: int) -> tf.Tensor:

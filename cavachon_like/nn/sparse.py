@@ -56,3 +56,8 @@ def sparse_dense_matmul(x: tf.SparseTensor, kernel: tf.Tensor) -> tf.Tensor:
     result = product(x.values, kernel)
     result.set_shape([x.shape[0], kernel.shape[-1]])
     return result
+
+
+def as_dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """``x`` as a dense tensor (for one batch: never a whole data set)."""
+    return tf.sparse.to_dense(x) if isinstance(x, tf.SparseTensor) else x
