@@ -64,6 +64,8 @@ DESCRIPTIONS = {
     "model.components[].conditioned_on": "``z_hat``: all ancestors (Eq. 2); ``z``: the parents only "
                                          "(Appendix C).",
     "model.components[].posterior": "How a joint latent combines its modalities (`Posteriors`_).",
+    "model.components[].expert_alignment": "For ``posterior: poe`` or ``moe``: weight of the symmetric-KL "
+    "penalty between the experts of the modalities a cell has (MultiVI; mosaic data). Default 0.",
     "model.components[].quantizer": "Options of the codebook for ``posterior: vq`` (see "
                                      ":class:`~cavachon_like.module.Component`).",
     "model.components[].representation": "Options of the per-cell latent table for ``posterior: "
