@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataWarning, InputError
-from .groups import cell_positions, name_examples
-from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
 from .barcodes import check_unique_barcodes, shared_barcodes, union_barcodes
+from .groups import cell_positions
+from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
 from .mosaic import check_some_modality, pad_modalities
 from .qc import QCStep, from_config, library_size_report, library_size_warnings
 from .support import support_of

@@ -199,7 +199,7 @@ def check_measured(components: Mapping[str, Any], data: Any) -> None:
         if not mods:
             continue
         some = np.any([flags[m] for m in mods], axis=0)
-        if component.posterior not in ("poe", "moe", "vq", "representation"):
+        if not component.takes_subsets:
             lacking = ~np.all([flags[m] for m in mods], axis=0)
             if lacking.any():
                 errors.append(
@@ -230,7 +230,7 @@ def with_absent_modalities(components: Mapping[str, Any], modality_specs: Mappin
     representations), so that e.g. a joint latent is encoded from ATAC alone; else ``data``
     itself (:func:`check_data` then names what is missing)."""
     absent = [m for m in modality_specs if m not in data.mod]
-    subsets = [c for c in components.values() if c.posterior in ("poe", "moe", "vq", "representation")]
+    subsets = [c for c in components.values() if c.takes_subsets]
     if not absent or not all(any(m in c.modalities for c in subsets) for m in absent):
         return data
     if not any(m in data.mod for c in subsets for m in c.modalities):

@@ -196,6 +196,12 @@ class Component(keras.layers.Layer):
         return self.posterior in EXPERT_POSTERIORS
 
     @property
+    def takes_subsets(self) -> bool:
+        """Whether q(z|x) is defined for any subset of the modalities (experts, or learned rows
+        that only the decoders see): cells lacking a modality (mosaic data) are then encoded."""
+        return self.has_experts or self.posterior == "representation"
+
+    @property
     def n_codes(self) -> int | None:
         """The codebook size of a quantised latent (``posterior="vq"``), else None."""
         return self.encoder.quantizer.n_codes if self.posterior == "vq" else None
