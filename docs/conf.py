@@ -47,7 +47,7 @@ autodoc_inherit_docstrings = True
 nitpicky = True
 EXTERNAL = ("builtins", "collections", "logging", "os", "pathlib", "typing", "types", "numpy", "np", "scipy", "sp",
             "pandas", "pd", "anndata", "ad", "mudata", "md", "tensorflow", "tf", "tensorflow_probability",
-            "tfp", "tfd", "keras", "matplotlib", "gseapy", "sklearn")
+            "tfp", "tfd", "keras", "matplotlib", "gseapy", "sklearn", "h5py")
 nitpick_ignore_regex = [
     (r"py:.*", rf"~?({'|'.join(EXTERNAL)})\..*"),
     # Sphinx splits generic aliases' annotations (list[tuple[str | Path, str]]) into such targets.

@@ -42,7 +42,7 @@ def load_data(data_config: dict[str, Any], seed: int = 0) -> MultiModality:
     batch_key = {m: s.get("batch_key") or [] for m, s in specs.items() if "batch_key" in s} or None
     kwargs = {"likelihoods": likelihoods, "batch_key": batch_key, "join": data_config["join"]}
     if data_config["path"] is not None:
-        data = read_h5mu(data_config["path"], **kwargs)
+        data = read_h5mu(data_config["path"], backed=data_config["backed"], **kwargs)
     elif data_config["h5ad"] is not None:
         paths = data_config["h5ad"]
         if not isinstance(paths, dict):

@@ -22,6 +22,7 @@ SCHEMA: dict[str, Any] = {
         "tenx": ((str, dict, type(None)), None),
         "simulate": ((dict, type(None)), None),
         "join": ((str,), "strict"),
+        "backed": ((bool, str), "auto"),
         "label_key": ((str, type(None)), None),
         "modalities": ((dict,), {}),
         "qc": ((list,), []),

@@ -35,6 +35,7 @@ from .readers import (
 )
 from .simulate import simulate
 from .simulate_binned import simulate_binned
+from .simulate_disk import simulate_to_disk
 from .support import SUPPORTS, register_support, support_of
 
 __all__ = [
@@ -68,5 +69,6 @@ __all__ = [
     "resolve_groups",
     "simulate",
     "simulate_binned",
+    "simulate_to_disk",
     "support_of",
 ]

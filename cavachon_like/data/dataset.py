@@ -8,7 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from .backed import is_backed
 from .groups import cell_positions
+from .streaming import streamed_batches
 
 if TYPE_CHECKING:
     from .multimodality import MultiModality
@@ -154,7 +156,10 @@ def make_dataset(
     # Only the requested cells become tensors, so a 90/10 train/validation split holds the
     # non-zeros once in all, not once per dataset; batches index into that subset.
     subset = indices is not None
-    rows = {n: row_gather(mod.X[cells] if subset else mod.X, sparse=sparse) for n, mod in mods.items()}
+    # Matrices left on disk (read_h5mu(..., backed=True)) are read in row blocks as batches are needed.
+    on_disk = any(is_backed(mod.X) for mod in mods.values())
+    rows = {} if on_disk else {n: row_gather(mod.X[cells] if subset else mod.X, sparse=sparse)
+                               for n, mod in mods.items()}
     # one-hots are small (cells x categories), so they are built once and gathered per batch
     one_hot = {}
     for n, mod in mods.items():
@@ -171,14 +176,28 @@ def make_dataset(
                    if isinstance(value, Mapping) else _cell_rows(value, cells, mm.n_obs, key))
              for key, value in (per_cell or {}).items()}
 
-    def gather(idx: tf.Tensor) -> dict[str, dict[str, Any]]:
+    def annotations(idx: tf.Tensor) -> dict[str, Any]:
         return {
-            "x": {n: rows[n](idx) for n in names},
             "batch": {n: tf.gather(one_hot[n], idx) for n in names},
             **({"measured": {n: tf.gather(measured[n], idx) for n in names}} if measured is not None else {}),
             **{key: ({k: tf.gather(v, idx) for k, v in value.items()} if isinstance(value, dict)
                      else tf.gather(value, idx)) for key, value in extra.items()},
         }
+
+    if on_disk:
+        ds = streamed_batches(mods, names, cells, batch_size, shuffle, seed, order, drop_remainder)
+
+        def assemble(idx: tf.Tensor, parts: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> dict[str, Any]:
+            shape = tf.shape(idx, out_type=tf.int64)[0]
+            x = {n: tf.SparseTensor(parts[n][0], parts[n][1], tf.stack([shape, tf.constant(mods[n].n_vars, tf.int64)]))
+                 for n in names}
+            return {"x": {n: v if sparse else tf.sparse.to_dense(v) for n, v in x.items()}, **annotations(idx)}
+
+        ds = ds.map(assemble, num_parallel_calls=PARALLEL_BATCHES, deterministic=True)
+        return _finish(ds)
+
+    def gather(idx: tf.Tensor) -> dict[str, dict[str, Any]]:
+        return {"x": {n: rows[n](idx) for n in names}, **annotations(idx)}
 
     if shuffle and order is not None:
         n = len(cells)
@@ -194,7 +213,11 @@ def make_dataset(
         if shuffle:
             ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(gather, num_parallel_calls=PARALLEL_BATCHES, deterministic=True)
+    return _finish(ds.map(gather, num_parallel_calls=PARALLEL_BATCHES, deterministic=True))
+
+
+def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` prefetched, with tf.data's autotuning off."""
     ds = ds.prefetch(PARALLEL_BATCHES)
     # No tf.data autotuning: its model thread lives with each iterator, Keras makes a new
     # iterator every epoch, and destroying the old one waits for that thread, which

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .backed import is_backed, row_blocks
 from .groups import name_examples
 from .mosaic import measured as _measured
 from .support import SUPPORTS, support_of
@@ -79,8 +80,13 @@ class Modality(ad.AnnData):
                     "passing obs=/var= to Modality."
                 )
             stored = dict(data.uns.get(UNS_KEY, {}))
-            # a view has no matrix of its own to share, so it has to be materialised
-            super().__init__(data.copy() if data.is_view else data)
+            if is_backed(data.X):
+                # anndata's copy constructor leaves a matrix on disk behind: pass it on as it is
+                super().__init__(X=data.X, obs=data.obs, var=data.var, uns=dict(data.uns), obsm=dict(data.obsm),
+                                 varm=dict(data.varm), obsp=dict(data.obsp), varp=dict(data.varp))
+            else:
+                # a view has no matrix of its own to share, so it has to be materialised
+                super().__init__(data.copy() if data.is_view else data)
             # anndata shares uns with the source; copy so our metadata does not leak into it
             self.uns = dict(self.uns)
         else:
@@ -264,18 +270,21 @@ class Modality(ad.AnnData):
         if self.X is None:
             raise ValueError(f"{self._label()} has no X matrix; store the data in X before training.")
         support = support or support_of(self.likelihood)
-        values, rows_of = _values_and_rows(self.X)
-        self._check_entries(~np.isfinite(values), rows_of, "NaN or infinite values",
-                            "remove these cells or fix the values before training")
-        if support in ("counts", "binary"):
-            self._check_entries(values < 0, rows_of, f"negative values, which the likelihood {self.likelihood!r} "
-                                f"(support: {SUPPORTS[support]}) cannot model",
-                                "use raw counts (not log-normalised or scaled data), or choose likelihood 'normal'")
-        if support == "counts":
-            self._check_entries(values != np.round(values), rows_of, f"non-integer values, which the "
-                                f"likelihood {self.likelihood!r} cannot model",
-                                "use raw integer counts (e.g. from layers['counts']), or choose likelihood 'normal'")
         self._check_batch_columns()
+        for first, block in row_blocks(self.X):  # a matrix on disk, block by block
+            values, rows_of = _values_and_rows(block)
+            cells_of = (lambda pos, rows_of=rows_of, first=first: first + rows_of(pos))
+            self._check_entries(~np.isfinite(values), cells_of, "NaN or infinite values",
+                                "remove these cells or fix the values before training")
+            if support in ("counts", "binary"):
+                self._check_entries(values < 0, cells_of, f"negative values, which the likelihood "
+                                    f"{self.likelihood!r} (support: {SUPPORTS[support]}) cannot model",
+                                    "use raw counts (not log-normalised or scaled data), or choose likelihood 'normal'")
+            if support == "counts":
+                self._check_entries(values != np.round(values), cells_of, f"non-integer values, which the "
+                                    f"likelihood {self.likelihood!r} cannot model",
+                                    "use raw integer counts (e.g. from layers['counts']), or choose likelihood "
+                                    "'normal'")
 
     def _label(self) -> str:
         return f"modality {self.name!r}" if self.name else "modality"

@@ -1,10 +1,9 @@
 """Paired modalities measured in the same cells, matched by barcode."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +11,11 @@ import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..errors import DataWarning, InputError
+from .annotations import global_annotations, no_pull, renamed_var, take_cells, with_var_names
+from .backed import blockwise, copy_subset, is_backed
 from .barcodes import check_unique_barcodes, shared_barcodes, union_barcodes
 from .groups import cell_positions
 from .modality import UNS_KEY, Modality, _as_batch_key, unique_feature_names
@@ -31,19 +33,6 @@ _JOINS = ("strict", "inner", "outer")
 #: Fewest cells :meth:`MultiModality.check_training` accepts: fewer cannot shape a latent
 #: space (nor be split into training and validation cells).
 MIN_TRAINING_CELLS = 10
-
-
-@contextlib.contextmanager
-def no_pull() -> Iterator[None]:
-    """Keep MuData from copying modality ``obs``/``var`` columns into the global tables.
-
-    This is mudata's announced future default; applying it inside this package's own
-    operations keeps the global ``obs`` exactly what was put there and silences
-    mudata's FutureWarning on every update. ``mudata.set_options`` restores the
-    user's setting on exit.
-    """
-    with md.set_options(pull_on_update=False):
-        yield
 
 
 class MultiModality(md.MuData):
@@ -117,23 +106,33 @@ class MultiModality(md.MuData):
         check_unique_barcodes(adatas)
         new_names, renamed = unique_feature_names(adatas)
         if renamed:  # on shallow copies (the matrices are shared): the caller's objects keep their names
-            adatas = {k: _with_var_names(a, new_names[k]) for k, a in adatas.items()}
+            adatas = {k: with_var_names(a, new_names[k]) for k, a in adatas.items()}
             if source is not None:
                 with no_pull():
-                    source = md.MuData(adatas, **_global_annotations(source, adatas, _renamed_var(source, adatas)))
+                    source = md.MuData(adatas, **global_annotations(source, adatas, renamed_var(source, adatas)))
+        on_disk = [k for k, a in adatas.items() if is_backed(a.X)]
         if join == "outer":
+            if on_disk:
+                raise InputError(f"join='outer' (mosaic data) needs the matrices in memory, but modalities {on_disk} "
+                                 "are on disk (read with backed=True); read them in memory, or give every modality "
+                                 "every cell.")
             keep, lost = (source.obs_names if source is not None else union_barcodes(adatas)), {}
             adatas = pad_modalities(adatas, keep, [source.obs] if source is not None else [],
                                     {k: _as_batch_key(batch_keys.get(k, a.uns.get(UNS_KEY, {}).get("batch_key")))
                                      for k, a in adatas.items()})
             if source is not None:
                 with no_pull():
-                    source = md.MuData(adatas, **_global_annotations(source, adatas, source.var))
+                    source = md.MuData(adatas, **global_annotations(source, adatas, source.var))
         else:
             keep, lost = shared_barcodes(adatas, join)
         aligned = all(a.obs_names.equals(keep) for a in adatas.values())
+        if on_disk and not aligned:
+            raise InputError(f"modalities {on_disk} are on disk (read with backed=True), and matching cells across "
+                             "modalities would reorder or drop rows of them; write the data once with every modality "
+                             "holding the same cells in the same order (read it in memory, MultiModality(..., "
+                             "join='inner').write(path)), then train on disk from that file.")
         if source is not None and not (aligned and source.obs_names.equals(keep)):
-            source = _take_cells(source, keep)
+            source = take_cells(source, keep)
             adatas = dict(source.mod)
         elif not aligned:
             adatas = {k: a[a.obs_names.get_indexer(keep)] for k, a in adatas.items()}
@@ -145,7 +144,7 @@ class MultiModality(md.MuData):
         if source is None:
             glob: dict[str, Any] = {"obs": pd.DataFrame(index=keep), "uns": {}}
         else:
-            glob = _global_annotations(source, modalities, source.var)
+            glob = global_annotations(source, modalities, source.var)
         super().__init__(modalities, **glob)
 
         meta = dict(self.uns.get(UNS_KEY, {}))
@@ -181,6 +180,11 @@ class MultiModality(md.MuData):
                 return mod.obs[name]
         available = {"global": list(self.obs.columns), **{k: list(m.obs.columns) for k, m in self.mod.items()}}
         raise KeyError(f"no obs column {name!r} in the global obs or any modality; available: {available}.")
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether some modality's matrix is left on disk (``read_h5mu(..., backed=True)``)."""
+        return any(is_backed(m.X) for m in self.mod.values())
 
     def batch_categories(self) -> dict[str, dict[str, list[str]]]:
         """``{modality: {batch column: sorted categories}}``, e.g. to pin one-hot layouts across data sets."""
@@ -302,6 +306,8 @@ class MultiModality(md.MuData):
             ``{modality: boolean mask over its features}``; other modalities keep
             all features.
         """
+        if self.on_disk:
+            return copy_subset(self, idx, features)
         cells = slice(None) if idx is None else cell_positions(idx, self.obs_names, "cells")
         columns: slice | np.ndarray = slice(None)
         if features:
@@ -326,6 +332,11 @@ class MultiModality(md.MuData):
         A copy rather than MuData's view: a view's modalities are plain AnnData views
         that would lose the likelihoods and batch keys the model reads.
         """
+        if self.on_disk:
+            if isinstance(index, tuple):
+                raise InputError("the data are on disk (read with backed=True): select cells with mm[cells] and "
+                                 "features with mm.subset(features={modality: mask}).")
+            return copy_subset(self, index)
         with no_pull():
             return MultiModality(super().__getitem__(index).copy())
 
@@ -398,54 +409,12 @@ def _warn(message: str) -> None:
 
 
 def _smallest(x: Any) -> float:
-    """The smallest value of ``x`` (for a sparse matrix: of its stored values and 0)."""
-    values = x.data if hasattr(x, "format") else np.asarray(x)
-    return float(values.min()) if values.size else 0.0
+    """The smallest value of ``x`` (for a sparse matrix: of its stored values; 0 if it stores none)."""
+    def least(block: Any) -> list[float]:
+        values = block.data if sp.issparse(block) else np.asarray(block)
+        return [float(values.min()) if values.size else 0.0]
 
-
-def _with_var_names(adata: ad.AnnData, names: pd.Index) -> ad.AnnData:
-    """A new AnnData sharing ``adata``'s matrices, with feature names ``names``."""
-    if adata.var_names.equals(names):
-        return adata
-    renamed = adata.copy() if adata.is_view else ad.AnnData(adata)
-    renamed.var_names = names
-    return renamed
-
-
-def _global_annotations(source: md.MuData, mods: Mapping[str, Any], var: pd.DataFrame) -> dict[str, Any]:
-    """``source``'s global annotations as MuData arguments, with ``var`` as the global var."""
-    # mudata recreates the per-modality membership masks, so they are not passed on
-    return {
-        "obs": source.obs,
-        "var": var,
-        "obsm": {k: v for k, v in source.obsm.items() if k not in mods},
-        "varm": {k: v for k, v in source.varm.items() if k not in mods},
-        "obsp": dict(source.obsp),
-        "varp": dict(source.varp),
-        "uns": dict(source.uns),
-    }
-
-
-def _renamed_var(source: md.MuData, modalities: Mapping[str, ad.AnnData]) -> pd.DataFrame:
-    """``source.var`` (rows in its own order, aligned with ``varm``/``varp``) under the
-    modalities' new feature names, placed through ``source.varmap``."""
-    index = np.empty(source.n_vars, dtype=object)
-    placed = np.zeros(source.n_vars, dtype=bool)
-    for name, mod in modalities.items():
-        pos = np.asarray(source.varmap[name], dtype=np.int64) if name in source.varmap else np.zeros(0, np.int64)
-        if pos.shape != (source.n_vars,) or int((pos > 0).sum()) != mod.n_vars:
-            placed[:] = False
-            break
-        index[pos > 0] = mod.var_names.to_numpy()[pos[pos > 0] - 1]
-        placed |= pos > 0
-    if not placed.all():
-        raise ValueError(
-            "feature names are not unique across modalities and the MuData's global var does not map onto them; "
-            "call mdata.var_names_make_unique() (mudata) or rename the features of one modality first."
-        )
-    var = source.var.copy()
-    var.index = pd.Index(index)
-    return var
+    return float(blockwise(x, least, axis=1).min())
 
 
 def _per_modality(value: Any, adatas: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -460,18 +429,6 @@ def _per_modality(value: Any, adatas: Mapping[str, Any], what: str) -> dict[str,
     if what == "likelihoods":
         raise TypeError(f"likelihoods must be a dict {{modality: likelihood}}, got {value!r}.")
     return {k: _as_batch_key(value) for k in adatas}
-
-
-def _take_cells(mdata: md.MuData, keep: pd.Index) -> md.MuData:
-    """``mdata`` restricted to and ordered by ``keep``, global annotations included."""
-    pos = mdata.obs_names.get_indexer(keep) if mdata.obs_names.is_unique else np.array([-1])
-    if (pos < 0).any():
-        raise ValueError(
-            "the global obs of the MuData does not list every cell of its modalities; call mdata.update() "
-            "(or build the MultiModality from dict(mdata.mod)) first."
-        )
-    with no_pull():
-        return mdata[pos].copy()
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:

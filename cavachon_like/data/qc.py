@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .._registry import Registry, register_subclass
+from ..errors import InputError
 from . import genome
+from .backed import blockwise
 from .groups import name_examples
 from .modality import UNS_KEY
 
@@ -40,18 +42,14 @@ logger = logging.getLogger(__name__)
 QC_STEPS = Registry("QC step")
 
 
-def _column_vector(matrix: Any) -> np.ndarray:
-    return np.asarray(matrix).ravel()
-
-
 def _expressed(x: Any, axis: int) -> np.ndarray:
-    """Number of entries > 0 per row (``axis=1``) or column (``axis=0``)."""
+    """Number of entries > 0 per row (``axis=1``) or column (``axis=0``); a matrix on disk block by block."""
     # compare rather than getnnz(): explicitly stored zeros must not count as expressed
-    return _column_vector((x > 0).sum(axis=axis))
+    return blockwise(x, lambda block: (block > 0).sum(axis=axis), axis)
 
 
 def _totals(x: Any, axis: int) -> np.ndarray:
-    return _column_vector(x.sum(axis=axis)).astype(np.float64)
+    return blockwise(x, lambda block: block.sum(axis=axis, dtype=np.float64), axis).astype(np.float64)
 
 
 class QCStep:
@@ -204,7 +202,7 @@ class FilterCellsByFraction(QCStep):
             logger.info("%r: no feature of %r matches %r; no cell removed.", self, self.modality, self.pattern)
             return np.ones(x.shape[0], dtype=bool)
         # a sparse matrix-vector product touches only the non-zeros
-        in_matching = _column_vector(x @ matching.astype(np.float64))
+        in_matching = blockwise(x, lambda block: block @ matching.astype(np.float64), axis=1)
         total = _totals(x, axis=1)
         fraction = np.divide(in_matching, total, out=np.zeros_like(total), where=total > 0)
         return fraction <= self.max_fraction
@@ -289,6 +287,10 @@ class BinGenome(QCStep):
         self.likelihood, self.drop_unplaced = likelihood, drop_unplaced
 
     def __call__(self, mm: MultiModality) -> MultiModality:
+        if mm.on_disk:
+            raise InputError(f"{self!r}: binning reads whole matrices and the data are on disk (read with "
+                             "backed=True); bin the peaks of a file that fits in memory once, write it, and train on "
+                             "disk from the binned file.")
         config = self.get_config()
         del config["step"]
         return genome.bin_multimodality(mm, modalities=config.pop("modality"), **config)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
@@ -17,6 +18,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from ..errors import InputError
+from .backed import check_readable
 from .modality import Modality
 from .multimodality import MultiModality, no_pull
 
@@ -91,17 +93,57 @@ def read_h5mu(
     likelihoods: Mapping[str, str] | None = None,
     batch_key: BatchKey = None,
     join: str = "strict",
+    backed: bool | str = "auto",
 ) -> MultiModality:
     """Read an ``.h5mu`` file into a :class:`MultiModality`.
 
     Likelihoods and batch keys stored by a previous ``write`` are used for the
     modalities not named in ``likelihoods`` / ``batch_key``.
+
+    Parameters
+    ----------
+    backed
+        ``True``: leave the matrices (``X``) on disk and read rows as training needs them;
+        memory then grows with the annotations and one window of rows, not with the
+        non-zeros (see :mod:`cavachon_like.data.backed`). ``False``: load everything.
+        ``"auto"``: on disk when the matrices would take more than
+        :data:`AUTO_BACKED_FRACTION` of this machine's memory.
     """
     path = _existing(path, "h5mu file")
     _check_kind(path, "h5mu file", "MuData")
+    if backed == "auto":
+        backed = _matrix_bytes(path) > AUTO_BACKED_FRACTION * _physical_memory()
+    elif not isinstance(backed, bool):
+        raise ValueError(f"backed must be True, False or 'auto', got {backed!r}.")
     with no_pull():
-        mdata = _read(md.read_h5mu, path, "h5mu file", "a MuData")
+        mdata = _read(lambda p: md.read_h5mu(p, backed="r") if backed else md.read_h5mu(p), path, "h5mu file",
+                      "a MuData")
+    if backed:
+        for name, mod in mdata.mod.items():
+            check_readable(mod.X, name)
     return MultiModality(mdata, join=join, likelihoods=likelihoods, batch_key=batch_key)
+
+
+#: ``read_h5mu(..., backed="auto")`` leaves matrices on disk above this fraction of the
+#: machine's memory: training holds them once more as tensors, next to the model.
+AUTO_BACKED_FRACTION = 0.25
+
+
+def _matrix_bytes(path: Path) -> int:
+    """Bytes of the modalities' ``X`` datasets of an h5mu file, as loaded (uncompressed)."""
+    total = 0
+    with h5py.File(path, "r") as f:
+        for mod in f.get("mod", {}).values():
+            x = mod.get("X")
+            for item in (x.values() if isinstance(x, h5py.Group) else [x] if x is not None else []):
+                if isinstance(item, h5py.Dataset):
+                    total += item.size * item.dtype.itemsize
+    return total
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def read_h5ad(

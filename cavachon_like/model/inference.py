@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ..data.backed import in_memory
 from ..data.groups import cell_positions
 from ..nn import as_dense, library_size
 from ..nn.representation import adam_step
@@ -191,7 +192,7 @@ def pca_start(data: Any, modalities: Sequence[str], dim: int, scale: float, seed
 
     blocks = []
     for m in modalities:
-        x = sp.csr_matrix(data.mod[m].X, dtype=np.float32)
+        x = sp.csr_matrix(in_memory(data.mod[m].X), dtype=np.float32)  # an SVD of all cells: on-disk data are read
         totals = np.asarray(x.sum(axis=1)).ravel()
         x = sp.diags((1e4 / np.maximum(totals, 1.0)).astype(np.float32)) @ x
         x.data = np.log1p(x.data)

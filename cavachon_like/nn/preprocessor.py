@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from .._registry import Registry, register_subclass
+from ..data.backed import blockwise
 
 #: Preprocessors by alias (``preprocessor:`` of a component in YAML); a subclass of
 #: :class:`Preprocessor` that sets ``alias`` joins it.
@@ -118,7 +119,8 @@ class Preprocessor(keras.layers.Layer):
         if not self.built:
             self.build(x.shape)
         n_cells = x.shape[0]
-        with_feature = np.asarray((x != 0).sum(axis=0)).ravel() if sp.issparse(x) else np.count_nonzero(x, axis=0)
+        with_feature = blockwise(x, lambda b: (b != 0).sum(axis=0) if sp.issparse(b) else np.count_nonzero(b, axis=0),
+                                 axis=0)
         if len(with_feature) != self.idf.shape[0]:
             raise ValueError(f"{self.name}: adapt got {len(with_feature)} features, the layer has {self.idf.shape[0]}.")
         self.idf.assign((n_cells / np.maximum(with_feature, 1)).astype(np.float32))

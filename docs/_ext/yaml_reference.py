@@ -37,7 +37,11 @@ DESCRIPTIONS = {
                  "(:data:`~cavachon_like.data.FEATURE_TYPES`).",
     "data.simulate": "Keyword arguments of :func:`cavachon_like.data.simulate` (paired data with a known "
                      "DAG); its ``seed`` defaults to the top-level ``seed``.",
-    "data.join": "``strict``: cells must match across modalities; ``inner``: keep the cells they share.",
+    "data.join": "``strict``: cells must match across modalities; ``inner``: keep the cells they share; "
+                 "``outer``: keep every cell (mosaic data).",
+    "data.backed": "For ``data.path``: ``true`` leaves the count matrices on disk and reads row blocks as "
+                   "training needs them; ``auto`` does so when they would fill over a quarter of the machine's "
+                   "memory (:func:`~cavachon_like.data.read_h5mu`).",
     "data.label_key": "obs column of cell annotations: colours ``latent.png``, and ``analyze`` compares "
                       "clusters with it.",
     "data.modalities": "Per modality, its likelihood and batch columns (`Modality keys`_).",
