@@ -23,6 +23,7 @@ class Bernoulli(Likelihood):
     parameters = ("logits",)
     input_transform = "binarize"
     accepts_sparse = True
+    samples_zeros = True
 
     def constrain(self, raw: dict[str, tf.Tensor], library_size: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         (logits,) = float32_heads(raw, self.parameters)
@@ -47,3 +48,12 @@ class Bernoulli(Likelihood):
             n_rows = tf.shape(logits, out_type=x.indices.dtype)[0]
             return tf.math.unsorted_segment_sum(hits, x.indices[:, 0], n_rows) - log_normalizer
         return tf.reduce_sum(self.target(x) * logits, axis=-1) - log_normalizer
+
+    def sampled_log_prob(self, pieces: dict[str, tf.Tensor]) -> tf.Tensor:
+        # x l exactly (through the non-zeros); the sum of softplus(l) over features as the exact
+        # sum at the batch's mean cell plus the cell's difference from it, summed over sampled
+        # features and scaled by features / samples (an unbiased estimate of the difference)
+        difference = tf.nn.softplus(pieces["logits"]) - tf.nn.softplus(pieces["baseline_at"])
+        normalizer = tf.reduce_sum(tf.nn.softplus(pieces["baseline"])) + pieces["scale"] * tf.reduce_sum(
+            difference, axis=-1)
+        return pieces["linear"] - normalizer

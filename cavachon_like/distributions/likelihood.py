@@ -48,6 +48,9 @@ class Likelihood:
     accepts_sparse
         Whether :meth:`log_prob` takes a ``tf.SparseTensor`` batch as it is (else the
         model densifies the batch first).
+    samples_zeros
+        Whether :meth:`sampled_log_prob` estimates :meth:`log_prob` from the decoder's
+        head at a sample of the features (a component's ``sampled_zeros``).
     support
         The values it models: ``"counts"`` (non-negative integers), ``"binary"``
         (presence read from non-negative values) or ``"real"``. The data layer checks
@@ -59,6 +62,7 @@ class Likelihood:
     input_transform: ClassVar[str] = "identity"
     uses_library_size: ClassVar[bool] = False
     accepts_sparse: ClassVar[bool] = False
+    samples_zeros: ClassVar[bool] = False
     support: ClassVar[str] = "real"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -104,6 +108,13 @@ class Likelihood:
     def log_prob(self, x: tf.Tensor, params: dict[str, tf.Tensor]) -> tf.Tensor:
         """Log-likelihood of the raw data ``x`` ``(B, F)``, summed over features, ``(B,)``."""
         return self.distribution(params).log_prob(self.target(x))
+
+    def sampled_log_prob(self, pieces: dict[str, tf.Tensor]) -> tf.Tensor:
+        """An unbiased estimate of :meth:`log_prob` (B,) from
+        :func:`~cavachon_like.module.terms.sampled_reconstruction`'s pieces; only for
+        likelihoods with :attr:`samples_zeros`."""
+        raise NotImplementedError(f"likelihood {self.alias!r} cannot estimate its log-probability from sampled "
+                                  "features.")
 
     def mean(self, params: dict[str, tf.Tensor]) -> tf.Tensor:
         """Expected value of :meth:`target` under the distribution, ``(B, F)``."""

@@ -33,6 +33,7 @@ COMPONENT_KEYS = {
     "quantizer",
     "representation",
     "expert_alignment",
+    "sampled_zeros",
 }
 MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
 
@@ -298,6 +299,7 @@ def make_component(name: str, by_name: Mapping[str, dict[str, Any]], modality_sp
             quantizer=spec.get("quantizer"),
             representation=spec.get("representation"),
             expert_alignment=float(spec.get("expert_alignment", 0.0)),
+            sampled_zeros=spec.get("sampled_zeros"),
             seed=seed,
             name=name,
         )

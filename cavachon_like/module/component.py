@@ -22,7 +22,7 @@ from ..nn import (
     log_mixture_density,
 )
 from .spec import build_from_spec
-from .terms import expert_divergence, present_mean
+from .terms import check_sampled_zeros, expert_divergence, present_mean, sampled_reconstruction
 
 DEFAULT_LATENT_DIM = 20
 #: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
@@ -82,6 +82,13 @@ class Component(keras.layers.Layer):
         KL divergence between the experts of each pair of modalities a cell has (MultiVI's
         alignment of its modality-specific posteriors), so that a cell measured in one
         modality lands where a paired cell would (mosaic data). 0 (default): the paper's ELBO.
+    sampled_zeros
+        For likelihoods whose log-probability splits into terms of the non-zeros and a sum over
+        all features (``bernoulli``): in training steps, the sum is estimated from this fraction
+        of the features, drawn uniformly per step and reweighted (unbiased), the non-zeros' terms
+        stay exact, so the decoder's last layer runs on the sample rather than on every feature
+        (:func:`~cavachon_like.module.terms.sampled_reconstruction`). Validation and every
+        analysis use the exact likelihood. ``None`` (default): exact in training too.
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
@@ -107,6 +114,7 @@ class Component(keras.layers.Layer):
         quantizer: Mapping[str, Any] | None = None,
         representation: Mapping[str, Any] | None = None,
         expert_alignment: float = 0.0,
+        sampled_zeros: float | None = None,
         seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -131,6 +139,7 @@ class Component(keras.layers.Layer):
         if len(parents) != len(parent_dims):
             raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
         self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
+        self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
         self.latent_dim = int(latent_dim)
         self.parents = list(parents)
         self.parent_dims = [int(d) for d in parent_dims]
@@ -147,7 +156,6 @@ class Component(keras.layers.Layer):
         self.representation = dict(representation or {})
         self.expert_alignment = float(expert_alignment)
         self.seed = seed
-        self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
         self.preprocessors = {
             m: build_from_spec(
                 PREPROCESSORS, preprocessor, "default", transform=lik.input_transform, name=f"preprocessor_{m}"
@@ -181,6 +189,7 @@ class Component(keras.layers.Layer):
             )
             for m, spec in self.modality_specs.items()
         }
+        self.sampled_zeros = check_sampled_zeros(self.name, sampled_zeros, posterior, self.likelihoods, self.decoders)
         # The KL of the pre-training phase (fit): no weights, so nothing to save.
         self.pretrain_prior = StandardNormalPrior(self.latent_dim, name="pretrain_prior")
         self.noise = keras.random.SeedGenerator(seed)
@@ -338,8 +347,13 @@ class Component(keras.layers.Layer):
         if codes is not None:
             outputs["codes"] = codes
         if decode:
-            outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in mods}
+            sampled = mods if self.sampled_zeros and training else []
+            outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in mods if m not in sampled}
             outputs["library_size"] = sizes
+            if sampled:
+                outputs["sampled"] = {m: sampled_reconstruction(self.likelihoods[m], self.decoders[m], x[m], z_hat,
+                                                                batch[m], self.sampled_zeros, self.noise)
+                                      for m in sampled}
         return outputs
 
     def _represented(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
@@ -413,9 +427,7 @@ class Component(keras.layers.Layer):
 
     def parameters_of(self, outputs: Mapping[str, Any]) -> dict[str, dict[str, tf.Tensor]]:
         """Constrained likelihood parameters for each modality."""
-        return {
-            m: self.likelihoods[m].constrain(outputs["raw"][m], outputs["library_size"][m]) for m in self.modalities
-        }
+        return {m: self.likelihoods[m].constrain(raw, outputs["library_size"][m]) for m, raw in outputs["raw"].items()}
 
     def loss_terms(
         self, x: Mapping[str, tf.Tensor | tf.SparseTensor], outputs: Mapping[str, Any], pretrain: bool = False
@@ -442,11 +454,10 @@ class Component(keras.layers.Layer):
                 kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
                 if flags is not None:  # a cell none of whose modalities is measured has no posterior here
                     kl = kl * tf.reduce_max(tf.stack([flags[m] for m in self.modalities]), axis=0)
-            nll = {
-                m: -self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else as_dense(x[m]),
-                                                 params[m])
-                for m in self.modalities
-            }
+            nll = {m: -(self.likelihoods[m].sampled_log_prob(outputs["sampled"][m]) if m not in params else
+                        self.likelihoods[m].log_prob(x[m] if self.likelihoods[m].accepts_sparse else as_dense(x[m]),
+                                                     params[m]))
+                   for m in self.modalities}
             terms = {"kl": kl, "nll": nll}
         if flags is not None:  # an unmeasured modality's empty row is not data
             terms["nll"] = {m: v * tf.cast(flags[m], v.dtype) for m, v in terms["nll"].items()}
@@ -492,5 +503,6 @@ class Component(keras.layers.Layer):
             "quantizer": self.quantizer,
             "representation": self.representation,
             "expert_alignment": self.expert_alignment,
+            "sampled_zeros": self.sampled_zeros,
             "seed": self.seed,
         }

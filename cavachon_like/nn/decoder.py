@@ -71,6 +71,33 @@ class Decoder(keras.layers.Layer):
         h = self.body([z_hat, batch])
         return {p: head(h) for p, head in self.heads.items()}
 
+    def sampled(self, z_hat: tf.Tensor, batch: tf.Tensor, target: tf.Tensor | tf.SparseTensor,
+                columns: tf.Tensor) -> dict[str, tf.Tensor]:
+        """For a one-parameter likelihood: ``linear`` (B,), the sum over features of ``target *
+        head``, computed through ``target``'s non-zeros as ``h . (W target) + c . target`` (never
+        the (B, F) head); ``logits`` (B, k), the head at the features ``columns`` (k,) only;
+        ``baseline`` (F,), the head of the batch's mean hidden state at every feature (one row,
+        a control variate: a cell's head differs from it less than from zero) and
+        ``baseline_at`` (k,), its values at ``columns``."""
+        if len(self.heads) != 1:
+            raise ValueError(f"{self.name}: sampled heads need a one-parameter likelihood, not {self.parameters}.")
+        (head,) = self.heads.values()
+        h = self.body([z_hat, batch])
+        # One row per feature: TensorFlow's sparse products and gathers (and their gradients)
+        # work along rows; along the (H, F) kernel's columns they transposed it several times.
+        rows, bias = tf.transpose(tf.cast(head.kernel, tf.float32)), tf.cast(head.bias, tf.float32)  # (F, H), (F,)
+        h = tf.cast(h, tf.float32)
+        if isinstance(target, tf.SparseTensor):
+            through = tf.sparse.sparse_dense_matmul(target, rows)  # (B, H)
+            offset = tf.sparse.sparse_dense_matmul(target, bias[:, None])[:, 0]
+        else:
+            through = tf.matmul(target, rows)
+            offset = tf.linalg.matvec(target, bias)
+        baseline = tf.linalg.matvec(rows, tf.reduce_mean(h, axis=0)) + bias
+        return {"linear": tf.reduce_sum(h * through, axis=-1) + offset,
+                "logits": tf.matmul(h, tf.gather(rows, columns), transpose_b=True) + tf.gather(bias, columns),
+                "baseline": baseline, "baseline_at": tf.gather(baseline, columns)}
+
     def get_config(self) -> dict:
         return {
             **super().get_config(),

@@ -68,6 +68,9 @@ DESCRIPTIONS = {
     "model.components[].conditioned_on": "``z_hat``: all ancestors (Eq. 2); ``z``: the parents only "
                                          "(Appendix C).",
     "model.components[].posterior": "How a joint latent combines its modalities (`Posteriors`_).",
+    "model.components[].sampled_zeros": "For ``bernoulli`` modalities (``posterior: concat`` or ``poe``): "
+                                         "fraction of the features at which training steps evaluate the decoder; "
+                                         "the zeros' terms are estimated from them, unbiased, the non-zeros' are exact.",
     "model.components[].expert_alignment": "For ``posterior: poe`` or ``moe``: weight of the symmetric-KL "
     "penalty between the experts of the modalities a cell has (MultiVI; mosaic data). Default 0.",
     "model.components[].quantizer": "Options of the codebook for ``posterior: vq`` (see "
