@@ -11,8 +11,8 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from cavachon_like import CAVACHON
-from cavachon_like.data import MultiModality, read_h5mu, simulate, simulate_to_disk
-from cavachon_like.data import streaming
+from cavachon_like.data import MultiModality, read_h5ad, read_h5mu, simulate, simulate_to_disk, streaming
+from cavachon_like.data.backed import is_backed
 from cavachon_like.errors import InputError
 
 pytestmark = pytest.mark.floor  # anndata's on-disk matrices changed API across versions: run on the floor too
@@ -165,6 +165,20 @@ def test_on_disk_data_refuse_what_would_load_them(h5mu):
         MultiModality({"atac": disk.mod["atac"], "rna": reversed_rna})
     with pytest.raises(InputError, match="bin the peaks"):
         disk.apply_qc([{"step": "bin_genome", "modality": "atac"}])
+
+
+def test_h5ad_files_train_from_disk_too(h5mu, tmp_path):
+    memory = read_h5mu(h5mu, backed=False)
+    paths = {}
+    for name, mod in memory.mod.items():
+        paths[name] = tmp_path / f"{name}.h5ad"
+        mod.write_h5ad(paths[name])
+    disk = read_h5ad(paths, backed=True)
+    assert disk.on_disk and isinstance(disk, MultiModality)
+    batch = next(iter(disk.to_dataset(batch_size=32, shuffle=False)))
+    np.testing.assert_array_equal(tf.sparse.to_dense(batch["x"]["rna"]).numpy(), memory.mod["rna"].X[:32].toarray())
+    single = read_h5ad(paths["atac"], backed=True)
+    assert single.likelihood == "bernoulli" and is_backed(single.X)
 
 
 def test_auto_leaves_large_files_on_disk(h5mu, monkeypatch):

@@ -47,7 +47,7 @@ def load_data(data_config: dict[str, Any], seed: int = 0) -> MultiModality:
         paths = data_config["h5ad"]
         if not isinstance(paths, dict):
             raise ValueError(f"data.h5ad must map modality names to .h5ad files, got {paths!r}.")
-        data = read_h5ad(paths, likelihood=kwargs.pop("likelihoods"), **kwargs)
+        data = read_h5ad(paths, likelihood=kwargs.pop("likelihoods"), backed=data_config["backed"], **kwargs)
     elif data_config["tenx"] is not None:
         data = read_10x_multi(data_config["tenx"], **kwargs)
     elif data_config["simulate"] is not None:

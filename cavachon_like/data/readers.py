@@ -111,10 +111,7 @@ def read_h5mu(
     """
     path = _existing(path, "h5mu file")
     _check_kind(path, "h5mu file", "MuData")
-    if backed == "auto":
-        backed = _matrix_bytes(path) > AUTO_BACKED_FRACTION * _physical_memory()
-    elif not isinstance(backed, bool):
-        raise ValueError(f"backed must be True, False or 'auto', got {backed!r}.")
+    backed = _on_disk(backed, [path])
     with no_pull():
         mdata = _read(lambda p: md.read_h5mu(p, backed="r") if backed else md.read_h5mu(p), path, "h5mu file",
                       "a MuData")
@@ -129,12 +126,20 @@ def read_h5mu(
 AUTO_BACKED_FRACTION = 0.25
 
 
+def _on_disk(backed: bool | str, paths: Sequence[Path]) -> bool:
+    """Whether to leave the matrices of ``paths`` on disk: ``backed``, or for ``"auto"`` their size."""
+    if backed == "auto":
+        return sum(_matrix_bytes(p) for p in paths) > AUTO_BACKED_FRACTION * _physical_memory()
+    if not isinstance(backed, bool):
+        raise ValueError(f"backed must be True, False or 'auto', got {backed!r}.")
+    return backed
+
+
 def _matrix_bytes(path: Path) -> int:
-    """Bytes of the modalities' ``X`` datasets of an h5mu file, as loaded (uncompressed)."""
+    """Bytes of the ``X`` datasets of an h5mu file's modalities (or an h5ad file), as loaded (uncompressed)."""
     total = 0
     with h5py.File(path, "r") as f:
-        for mod in f.get("mod", {}).values():
-            x = mod.get("X")
+        for x in [m.get("X") for m in f.get("mod", {}).values()] + [f.get("X")]:
             for item in (x.values() if isinstance(x, h5py.Group) else [x] if x is not None else []):
                 if isinstance(item, h5py.Dataset):
                     total += item.size * item.dtype.itemsize
@@ -151,6 +156,7 @@ def read_h5ad(
     likelihood: str | Mapping[str, str] | None = None,
     batch_key: BatchKey = None,
     join: str = "strict",
+    backed: bool | str = "auto",
 ) -> Modality | MultiModality:
     """Read one ``.h5ad`` file into a :class:`Modality`, or ``{name: path}`` into a :class:`MultiModality`.
 
@@ -165,17 +171,23 @@ def read_h5ad(
         Batch columns (or ``{name: columns}`` for several files).
     join
         How to match cells across several files; see :class:`MultiModality`.
+    backed
+        Leave the matrices on disk, as for :func:`read_h5mu` (``"auto"``: above
+        :data:`AUTO_BACKED_FRACTION` of the memory, all files together).
     """
+    files = {name: _existing(p, f"h5ad file of modality {name!r}") for name, p in path.items()} if isinstance(
+        path, Mapping) else {None: _existing(path, "h5ad file")}
+    what = {name: "h5ad file" if name is None else f"h5ad file of modality {name!r}" for name in files}
+    for name, p in files.items():
+        _check_kind(p, what[name], "AnnData")
+    on_disk = _on_disk(backed, list(files.values()))
+    adatas = {name: _read(lambda f: ad.read_h5ad(f, backed="r") if on_disk else ad.read_h5ad(f), p, what[name],
+                          "an AnnData") for name, p in files.items()}
+    for name, adata in adatas.items() if on_disk else ():
+        check_readable(adata.X, name or str(files[name]))
     if isinstance(path, Mapping):
-        adatas = {name: _read_h5ad(p, f"h5ad file of modality {name!r}") for name, p in path.items()}
         return MultiModality(adatas, join=join, likelihoods=likelihood, batch_key=batch_key)
-    return Modality(_read_h5ad(path, "h5ad file"), likelihood=likelihood, batch_key=batch_key)
-
-
-def _read_h5ad(path: str | PathLike, what: str) -> ad.AnnData:
-    path = _existing(path, what)
-    _check_kind(path, what, "AnnData")
-    return _read(ad.read_h5ad, path, what, "an AnnData")
+    return Modality(adatas[None], likelihood=likelihood, batch_key=batch_key)
 
 
 def _find(directory: Path, stems: Sequence[str]) -> Path:

@@ -39,7 +39,7 @@ DESCRIPTIONS = {
                      "DAG); its ``seed`` defaults to the top-level ``seed``.",
     "data.join": "``strict``: cells must match across modalities; ``inner``: keep the cells they share; "
                  "``outer``: keep every cell (mosaic data).",
-    "data.backed": "For ``data.path``: ``true`` leaves the count matrices on disk and reads row blocks as "
+    "data.backed": "For ``data.path`` and ``data.h5ad``: ``true`` leaves the count matrices on disk and reads row blocks as "
                    "training needs them; ``auto`` does so when they would fill over a quarter of the machine's "
                    "memory (:func:`~cavachon_like.data.read_h5mu`).",
     "data.label_key": "obs column of cell annotations: colours ``latent.png``, and ``analyze`` compares "
