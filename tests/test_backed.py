@@ -107,6 +107,34 @@ def test_a_model_trains_from_disk_and_embeds_on_disk_data_as_in_memory(h5mu, sma
         np.testing.assert_allclose(value, model.get_latent_representation(memory)[key], rtol=1e-5, atol=1e-5)
 
 
+def test_an_interrupted_fit_from_disk_resumes_to_the_uninterrupted_weights(h5mu, small_components, tmp_path):
+    """Resuming replays each epoch's order of cells from the file, as it does in memory."""
+    class Interrupt(keras.callbacks.Callback):
+        epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            Interrupt.epochs += 1
+            if Interrupt.epochs == 3:  # the RNA stage's first epoch, before it is checkpointed
+                raise KeyboardInterrupt
+
+    def fit(callbacks=(), resume=False):
+        disk = read_h5mu(h5mu, backed=True)
+        model = CAVACHON.from_data(disk, small_components, seed=2, pretrain_epochs=0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.fit(disk, epochs=2, batch_size=64, verbose=0, callbacks=list(callbacks), validation_split=0.1,
+                  checkpoint=tmp_path / "run", resume=resume)
+        return model
+
+    with pytest.raises(KeyboardInterrupt):
+        fit([Interrupt()])
+    resumed = fit(resume=True)
+    whole = CAVACHON.from_data(read_h5mu(h5mu, backed=True), small_components, seed=2, pretrain_epochs=0)
+    whole.compile(optimizer=keras.optimizers.Adam(1e-3))
+    whole.fit(read_h5mu(h5mu, backed=True), epochs=2, batch_size=64, verbose=0, validation_split=0.1)
+    for a, b in zip(resumed.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
 def test_distributed_training_reads_from_disk(h5mu, small_components):
     disk = read_h5mu(h5mu, backed=True)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
