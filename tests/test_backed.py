@@ -236,3 +236,24 @@ def test_simulated_data_are_written_to_disk_chunk_by_chunk(tmp_path):
     again = simulate_to_disk(tmp_path / "again.h5mu", n_cells=2_500, n_atac=3_000, n_rna=500, atac_per_cell=100,
                              rna_library=300, chunk_cells=1_000, seed=2)
     assert (read_h5mu(again, backed=False).mod["rna"].X != rna).nnz == 0
+
+
+def test_reading_batches_from_disk_holds_one_window_not_the_file(tmp_path, monkeypatch):
+    """The generator's own allocations (numpy arrays of the rows it reads) peak at about one window,
+    whatever the file's size: a file four times larger barely raises the peak."""
+    import tracemalloc
+
+    monkeypatch.setattr(streaming, "WINDOW_NONZEROS", 20_000)
+    peaks = {}
+    for n_cells in (2_000, 8_000):
+        path = simulate_to_disk(tmp_path / f"{n_cells}.h5mu", n_cells=n_cells, n_atac=2_000, n_rna=300,
+                                atac_per_cell=60, rna_library=200, chunk_cells=1_000, seed=0)
+        ds = read_h5mu(path, backed=True).to_dataset(batch_size=100, seed=0)
+        tracemalloc.start()
+        n = sum(int(b["x"]["atac"].dense_shape[0]) for b in ds)
+        peaks[n_cells] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert n == n_cells
+    # 8,000 cells hold about 1.6 million non-zeros (13 MB as CSR): far above one window's 20,000
+    # (per-cell row pointers, 8 bytes a cell, do grow with the file)
+    assert peaks[8_000] < 2 * peaks[2_000] and peaks[8_000] < 8e6
