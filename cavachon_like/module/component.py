@@ -19,10 +19,9 @@ from ..nn import (
     LearnedRepresentation,
     QuantizedExperts,
     library_size,
-    log_mixture_density,
 )
 from .spec import build_from_spec
-from .terms import check_sampled_zeros, expert_divergence, present_mean, sampled_reconstruction
+from .terms import check_sampled_zeros, expert_divergence, present_mean, sampled_reconstruction, stratified_terms
 
 DEFAULT_LATENT_DIM = 20
 #: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
@@ -446,7 +445,7 @@ class Component(keras.layers.Layer):
         prior = self.pretrain_prior if pretrain else self.prior
         flags = outputs.get("measured")
         if "experts" in outputs:
-            terms = self._stratified_terms(x, outputs["experts"], params, prior)
+            terms = stratified_terms(self.likelihoods, x, outputs["experts"], params, prior)
         else:
             if self.posterior == "representation":  # a point estimate (MAP): its prior term is -log p(z)
                 kl = -prior.log_prob(tf.cast(outputs["z"], tf.float32))
@@ -465,30 +464,6 @@ class Component(keras.layers.Layer):
         if self.expert_alignment and moments is not None:
             terms["kl"] = terms["kl"] + self.expert_alignment * expert_divergence(moments)
         return terms
-
-    def _stratified_terms(self, x: Mapping[str, Any], experts: Mapping[str, tf.Tensor],
-                          params: Mapping[str, Mapping[str, tf.Tensor]], prior: Any) -> dict[str, Any]:
-        """Paper 003 Eq. 2 per cell: the mean over experts m of ``-log p(x | z_m)`` and of
-        ``log q(z_m | x) - log p(z_m)``, ``q`` the mixture: a one-sample estimate of its KL,
-        which has no closed form. A quantised latent has no density: its ``kl`` term is the
-        commitment and alignment loss instead (paper 002, Eq. 1-2)."""
-        n_experts = int(experts["z"].shape[0])
-        present = experts.get("present")
-        present = None if present is None else tf.unstack(tf.cast(present, tf.float32))
-        nll = {}
-        for m in self.modalities:
-            lik = self.likelihoods[m]
-            target = x[m] if lik.accepts_sparse else as_dense(x[m])
-            tiled = (tf.sparse.concat(0, [target] * n_experts) if isinstance(target, tf.SparseTensor)
-                     else tf.tile(target, [n_experts, 1]))
-            nll[m] = -present_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), present)
-        if "latent_loss" in experts:
-            return {"kl": experts["latent_loss"], "nll": nll}
-        z = tf.cast(experts["z"], tf.float32)
-        log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32),
-                                    present)
-        log_p = tf.reshape(prior.log_prob(tf.reshape(z, [-1, self.latent_dim])), [n_experts, -1])
-        return {"kl": present_mean(log_q - log_p, present), "nll": nll}
 
     def get_config(self) -> dict:
         return {
