@@ -135,14 +135,27 @@ def test_an_interrupted_fit_from_disk_resumes_to_the_uninterrupted_weights(h5mu,
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-def test_distributed_training_reads_from_disk(h5mu, small_components):
-    disk = read_h5mu(h5mu, backed=True)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        model = CAVACHON.from_data(disk, small_components, training="joint", pretrain_epochs=0, seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = model.fit(disk, epochs=1, batch_size=64, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
+def test_a_replicated_step_on_disk_data_takes_the_single_device_gradient(small_data, small_components, tmp_path):
+    """Under MirroredStrategy each global batch read from disk is split across the replicas (not
+    handed whole to one): one SGD step's update equals the single-device step on the data in memory.
+    (``small_data``'s shapes, as tests/test_distributed.py: TensorFlow keys its collectives by
+    instance, so models of other shapes under later strategies in the process would clash.)"""
+    path = tmp_path / "small.h5mu"
+    small_data.write(path)
+
+    def step(data, strategy):
+        with strategy.scope():
+            model = CAVACHON.from_data(data, small_components, training="joint", pretrain_epochs=0, seed=0)
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+        model.sample_latent = False
+        before = [np.array(w) for w in model.trainable_weights]
+        model.fit(model.make_dataset(data, batch_size=64, indices=np.arange(64)), epochs=1, verbose=0)
+        return [b - np.array(w) for b, w in zip(before, model.trainable_weights)]
+
+    single = step(read_h5mu(path, backed=False), tf.distribute.get_strategy())
+    mirrored = step(read_h5mu(path, backed=True), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    for a, b in zip(single, mirrored):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_a_file_changed_during_training_is_an_error(tmp_path, monkeypatch):
@@ -209,12 +222,16 @@ def test_h5ad_files_train_from_disk_too(h5mu, tmp_path):
     assert single.likelihood == "bernoulli" and is_backed(single.X)
 
 
-def test_auto_leaves_large_files_on_disk(h5mu, monkeypatch):
+def test_auto_leaves_large_files_on_disk(h5mu, monkeypatch, caplog):
+    import logging
+
     from cavachon_like.data import readers
 
     assert not read_h5mu(h5mu).on_disk
     monkeypatch.setattr(readers, "AUTO_BACKED_FRACTION", 1e-12)
-    assert read_h5mu(h5mu).on_disk
+    with caplog.at_level(logging.INFO, logger="cavachon_like.data.readers"):
+        assert read_h5mu(h5mu).on_disk
+    assert "stay on disk" in caplog.text and "backed=False" in caplog.text
     with pytest.raises(ValueError, match="backed must be"):
         read_h5mu(h5mu, backed="yes")
 

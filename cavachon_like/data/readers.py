@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,8 @@ from ..errors import InputError
 from .backed import check_readable
 from .modality import Modality
 from .multimodality import MultiModality, no_pull
+
+logger = logging.getLogger(__name__)
 
 #: 10x feature type -> modality name.
 FEATURE_TYPES = {"Gene Expression": "rna", "Peaks": "atac", "Antibody Capture": "protein"}
@@ -129,7 +132,13 @@ AUTO_BACKED_FRACTION = 0.25
 def _on_disk(backed: bool | str, paths: Sequence[Path]) -> bool:
     """Whether to leave the matrices of ``paths`` on disk: ``backed``, or for ``"auto"`` their size."""
     if backed == "auto":
-        return sum(_matrix_bytes(p) for p in paths) > AUTO_BACKED_FRACTION * _physical_memory()
+        size, memory = sum(_matrix_bytes(p) for p in paths), _physical_memory()
+        if size <= AUTO_BACKED_FRACTION * memory:
+            return False
+        logger.info("the count matrices of %s take %.1f GB, over %d%% of this machine's %.1f GB: they stay on disk "
+                    "(backed='auto'; pass backed=False to load them).", ", ".join(map(str, paths)), size / 1e9,
+                    round(100 * AUTO_BACKED_FRACTION), memory / 1e9)
+        return True
     if not isinstance(backed, bool):
         raise ValueError(f"backed must be True, False or 'auto', got {backed!r}.")
     return backed

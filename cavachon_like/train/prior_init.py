@@ -21,8 +21,11 @@ def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset,
     means: dict[str, list[np.ndarray]] = {c: [] for c in components}
     variances: dict[str, list[np.ndarray]] = {c: [] for c in components}
     seen = 0
+    # traced once (twice with a smaller last batch): an eager call per batch costs more than
+    # the encoding itself on large data
+    encode = tf.function(lambda batch: model(batch, training=False, components=list(components), decode=False))
     for batch in dataset:
-        outputs = model(batch, training=False, components=list(components), decode=False)
+        outputs = encode(batch)
         for c in components:
             means[c].append(np.asarray(outputs[c]["z_mean"], dtype=np.float64))
             variances[c].append(np.asarray(outputs[c]["z_var"], dtype=np.float64))
