@@ -84,7 +84,8 @@ def test_components_that_cannot_sample_their_zeros_say_so(small_data):
 def test_training_with_sampled_zeros_reaches_the_exact_loss(tmp_path):
     """The same model trained exactly and with a fifth of 1,000 ATAC features per step, two seeds
     each: the exact (validation) loss ends within a few per cent, the latent separates the
-    parent types alike, and the option survives saving."""
+    parent types alike, and the option survives saving. (30 epochs: at 15, one seed's run
+    still differed by 6% either way; at 30, seeds 0-3 are 1-2% apart, sampled above.)"""
     from sklearn.neighbors import KNeighborsClassifier
 
     data = simulate(n_cells=600, n_batches=2, n_atac=1000, n_rna=50, seed=5)
@@ -96,7 +97,7 @@ def test_training_with_sampled_zeros_reaches_the_exact_loss(tmp_path):
             model = CAVACHON.from_data(data, [{"name": "atac", "modalities": ["atac"], "sampled_zeros": fraction,
                                                **small}], seed=seed, pretrain_epochs=0)
             model.compile(optimizer=keras.optimizers.Adam(3e-3))
-            history = model.fit(data, epochs=15, batch_size=64, validation_split=0.2, verbose=0).history
+            history = model.fit(data, epochs=30, batch_size=64, validation_split=0.2, verbose=0).history
             z = model.get_latent_representation(data)["z_atac"]
             losses[fraction].append(history["val_loss"][-1])
             accuracies[fraction].append(KNeighborsClassifier(10).fit(z[::2], labels[::2]).score(z[1::2], labels[1::2]))

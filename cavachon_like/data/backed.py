@@ -26,9 +26,8 @@ from ..errors import InputError
 
 try:  # anndata >= 0.11
     from anndata.abc import CSCDataset, CSRDataset
-    from anndata.io import sparse_dataset
 except ImportError:  # anndata 0.10
-    from anndata.experimental import CSCDataset, CSRDataset, sparse_dataset
+    from anndata.experimental import CSCDataset, CSRDataset
 
 #: Non-zeros per block when a whole on-disk matrix is walked (about 32 MB of
 #: float32 values and int32 columns): large enough that HDF5 reads stream, small
@@ -42,6 +41,16 @@ GAP_NONZEROS = 1 << 16
 #: Compressed HDF5 chunks larger than this many values make every row read decompress
 #: far more than the row (a chunk of the whole matrix: all of it), so they are refused.
 MAX_CHUNK_VALUES = 1 << 24
+
+
+def canonical_csr(x: Any) -> sp.csr_matrix:
+    """``x`` as CSR with sorted, unique columns per row (what ``tf.SparseTensor`` needs); a copy
+    only when ``x`` is not already that, so the caller's matrix is never changed."""
+    csr = sp.csr_matrix(x)
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    return csr
 
 
 def is_backed(x: Any) -> bool:
@@ -67,13 +76,8 @@ class RowReader:
             # one int64 per cell: the map from rows to slices of data/indices, kept in memory
             self.indptr = np.asarray(group["indptr"][...], dtype=np.int64)
         else:
-            self._csr = sp.csr_matrix(x)
-            self._csr.sum_duplicates()
+            self._csr = canonical_csr(x)
             self.indptr = self._csr.indptr.astype(np.int64, copy=False)
-
-    def nonzeros(self, rows: np.ndarray) -> np.ndarray:
-        """Stored entries of each row in ``rows``."""
-        return self.indptr[rows + 1] - self.indptr[rows]
 
     def read(self, rows: np.ndarray) -> sp.csr_matrix:
         """Rows ``rows`` (any order, repeats allowed) as a float32 CSR matrix in that order."""
@@ -173,11 +177,6 @@ def check_readable(x: Any, modality: str) -> None:
                              f"HDF5 compression filter this installation lacks; {rewrite} where it can be read.") from error
 
 
-def open_x(path: str | os.PathLike, key: str) -> Any:
-    """The matrix at ``key`` (e.g. ``"mod/rna/X"``) of an HDF5 file, left on disk (file opened read-only)."""
-    return sparse_dataset(h5py.File(path, "r")[key])
-
-
 class CSRWriter:
     """Writes a CSR matrix into an HDF5 group (anndata's encoding) one block of rows at a time.
 
@@ -253,8 +252,7 @@ def copy_subset(mm: Any, cells: Any = None, features: Mapping[str, np.ndarray] |
               for k, m in mm.mod.items()}
     with no_pull():
         shell = type(mm)(md.MuData(shells, **global_annotations(mm, shells, mm.var)))
-    n_obs = mm.n_obs
-    shell.obs["_row"] = np.arange(n_obs)
+    shell.obs["_row"] = np.arange(mm.n_obs)
     for k, m in shell.mod.items():
         m.var["_column"] = np.arange(m.n_vars)
     small = shell.subset(cells, features)

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from .backed import is_backed
+from .backed import canonical_csr, is_backed
 from .groups import cell_positions
 from .streaming import streamed_batches
 
@@ -44,11 +44,7 @@ def row_gather(x: Any, sparse: bool = True) -> Gather:
     if not sp.issparse(x):
         dense = tf.constant(np.asarray(x, dtype=np.float32))
         return lambda idx: tf.gather(dense, idx)
-    csr = x.tocsr()
-    if not csr.has_canonical_format:
-        # SparseTensor wants sorted, unique column indices per row; copy to leave the caller's matrix alone
-        csr = csr.copy()
-        csr.sum_duplicates()
+    csr = canonical_csr(x)
     row_splits = tf.constant(csr.indptr, dtype=tf.int64)
     # int32 column indices (4 bytes per non-zero less); widened per batch for the SparseTensor
     column_dtype = tf.int32 if n_features < 2**31 else tf.int64

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from .annotations import no_pull
 from .backed import CSRWriter
 from .multimodality import MultiModality
+from .simulate import _categorical, _names
 
 
 def _profiles(rng: np.random.Generator, n_types: int, n_batches: int, n_features: int,
@@ -82,14 +83,13 @@ def simulate_to_disk(
     rng = np.random.default_rng(seed)
     cell_type = rng.integers(n_types, size=n_cells)
     batch = rng.integers(n_batches, size=n_cells)
-    obs = pd.DataFrame({"batch": pd.Categorical.from_codes(batch, [f"batch{i}" for i in range(n_batches)]),
-                        "cell_type": pd.Categorical.from_codes(cell_type, [f"type{i}" for i in range(n_types)])},
-                       index=pd.Index([f"cell{i:08d}" for i in range(n_cells)]))
+    obs = pd.DataFrame({"batch": _categorical("batch", batch, n_batches),
+                        "cell_type": _categorical("type", cell_type, n_types)}, index=_names("cell", n_cells, 8))
     sizes = {"atac": n_atac, "rna": n_rna}
     prefixes = {"atac": "peak", "rna": "gene"}
     # the annotations are written with empty matrices of the right shape, which are then filled
     shells = {k: ad.AnnData(sp.csr_matrix((n_cells, n), dtype=np.float32), obs=obs.copy(),
-                            var=pd.DataFrame(index=pd.Index([f"{prefixes[k]}{i:07d}" for i in range(n)])))
+                            var=pd.DataFrame(index=_names(prefixes[k], n, 7)))
               for k, n in sizes.items()}
     with no_pull():
         shell = MultiModality(md.MuData(shells, obs=obs), likelihoods={"atac": "bernoulli", "rna": "zinb"},

@@ -2,6 +2,7 @@
 terms, sampled reconstruction terms."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,7 +75,7 @@ def sampled_reconstruction(likelihood: Any, decoder: Any, x: tf.Tensor | tf.Spar
     target = (tf.SparseTensor(x.indices, likelihood.target(x.values), x.dense_shape)
               if isinstance(x, tf.SparseTensor) else likelihood.target(x))
     n_features = int(decoder.n_features)
-    k = max(1, int(-(-fraction * n_features // 1)))
+    k = max(1, math.ceil(fraction * n_features))
     columns = keras.random.randint((k,), 0, n_features, seed=seed, dtype="int32")
     pieces = decoder.sampled(z_hat, batch, target, columns)
     return {**pieces, "scale": tf.constant(n_features / k, tf.float32)}
