@@ -29,6 +29,10 @@ MULTIVI_HIDDEN = 128
 MULTIVI_LATENT = 11
 MULTIVI_LAYERS = 2
 
+#: Quality runs score the latent after every epoch up to this one, then after every EVAL_EVERY-th.
+EVAL_DENSE_EPOCHS = 50
+EVAL_EVERY = 5
+
 
 def require_file(path: str | Path, what: str = "data file") -> Path:
     """``path`` as a Path, or a clear error naming it and how to pass another."""
@@ -112,3 +116,39 @@ def machine() -> dict[str, Any]:
 def median(values: Sequence[float]) -> float:
     """Median of ``values`` (NaN when empty)."""
     return float(np.median(values)) if len(values) else float("nan")
+
+
+def evaluated(epoch: int) -> bool:
+    """Whether a quality run saves the latent after its ``epoch``-th epoch (1-based, all phases counted)."""
+    return epoch <= EVAL_DENSE_EPOCHS or epoch % EVAL_EVERY == 0
+
+
+def speed_summary(records: Sequence[Mapping[str, Any]], n_train: int) -> dict[str, Any]:
+    """Steady-state epoch times of a timing run, per stage and for the whole model.
+
+    ``records`` are per-epoch dicts (``stage``, ``seconds``, ``train_seconds``,
+    ``step_seconds``) in training order. Each stage's first epoch (tracing) is left out
+    of its medians and reported on its own. A whole-model epoch takes every stage
+    through one epoch: the sum of the stages' medians. ``cells_per_second`` is
+    ``n_train`` over the training part of a whole-model epoch, the one definition of
+    throughput for every model.
+    """
+    stages = {}
+    for stage in dict.fromkeys(r["stage"] for r in records):
+        rows = [r for r in records if r["stage"] == stage]
+        steady = rows[1:] or rows
+        stages[stage] = {
+            "epochs": len(rows),
+            "first_epoch_seconds": rows[0]["seconds"],
+            "train_seconds": median([r["train_seconds"] for r in steady]),
+            "seconds": median([r["seconds"] for r in steady]),
+            "median_step_seconds": median([s for r in steady for s in r["step_seconds"]]),
+        }
+    train = sum(s["train_seconds"] for s in stages.values())
+    return {
+        "stages": stages,
+        "seconds_per_model_epoch": train,
+        "seconds_per_model_epoch_with_validation": sum(s["seconds"] for s in stages.values()),
+        "first_model_epoch_seconds": sum(s["first_epoch_seconds"] for s in stages.values()),
+        "cells_per_second": n_train / train,
+    }

@@ -29,30 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import SNARE_CONFIG, peak_rss_bytes  # noqa: E402
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Times every training step of every stage and ends a stage's fit after ``steps`` steps."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.steps, self.records = steps, []
-
-    def on_train_begin(self, logs=None) -> None:
-        trained = [name for name, c in self.model.components.items() if c.trainable]
-        self.stage = {"components": trained, "steps": [],
-                      "began": time.perf_counter()}
-        self.records.append(self.stage)
-
-    def on_train_batch_begin(self, batch, logs=None) -> None:
-        self.started = time.perf_counter()
-        self.stage.setdefault("first_step_after", self.started - self.stage["began"])
-
-    def on_train_batch_end(self, batch, logs=None) -> None:
-        self.stage["steps"].append(time.perf_counter() - self.started)
-        if len(self.stage["steps"]) >= self.steps:
-            self.model.stop_training = True
+from common import SNARE_CONFIG, peak_rss_bytes, write_json  # noqa: E402
+from tf_common import EpochTimer  # noqa: E402
 
 
 def main() -> None:
@@ -64,6 +42,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="training steps measured per stage")
     parser.add_argument("--warmup", type=int, default=5, help="first steps of a stage left out of the median")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--backed", choices=["auto", "true"], default="auto",
                         help="'true' keeps a file that would fit in memory on disk too (for trying the script)")
     args = parser.parse_args()
@@ -92,23 +71,35 @@ def main() -> None:
                                pretrain_epochs=0, progressive_epochs=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     print(f"model: {model.count_params():,} parameters")
-    timer = StepTimer(args.steps)
+    timer = EpochTimer(stop_after=args.steps)
     started = time.perf_counter()
     model.fit(data, epochs=1, batch_size=args.batch_size, callbacks=[timer], verbose=0)
     print(f"fit of {args.steps} steps per stage: {time.perf_counter() - started:.0f} s wall")
 
     steps_per_epoch = int(np.ceil(data.n_obs / args.batch_size))
     total = 0.0
+    stages = []
     for record in timer.records:
-        kept = record["steps"][args.warmup:]
+        kept = record["step_seconds"][args.warmup:]
         step = float(np.median(kept))
         total += step * steps_per_epoch
-        print(f"stage {record['components']}: {len(record['steps'])} steps, median {step:.3f} s/step over the last "
-              f"{len(kept)} (first step {record['steps'][0]:.1f} s, {record['first_step_after']:.1f} s after the fit "
-              f"began) -> {step * steps_per_epoch / 60:.1f} min per epoch of {steps_per_epoch:,} steps (extrapolated)")
+        stages.append({"components": record["stage"], "median_step_seconds": step,
+                       "epoch_minutes": step * steps_per_epoch / 60})
+        print(f"stage {record['stage']}: {len(record['step_seconds'])} steps, median {step:.3f} s/step over the last "
+              f"{len(kept)} (first step {record['step_seconds'][0]:.1f} s, {record['first_step_wait']:.1f} s after the "
+              f"epoch began) -> {step * steps_per_epoch / 60:.1f} min per epoch of {steps_per_epoch:,} steps "
+              "(extrapolated)")
+    peak = peak_rss_bytes()
     print(f"whole model, one epoch of every stage: {total / 3600:.2f} h (extrapolated); "
           f"{data.n_obs / total:.0f} cells/s through the whole model")
-    print(f"peak RSS (VmHWM): {peak_rss_bytes() / 1e9:.2f} GB; file {path.stat().st_size / 1e9:.1f} GB")
+    print(f"peak RSS (VmHWM): {peak / 1e9:.2f} GB; file {path.stat().st_size / 1e9:.1f} GB")
+    if args.json:
+        write_json(args.json, {
+            "path": str(path), "backed": args.backed, "file_bytes": path.stat().st_size, "n_cells": int(data.n_obs),
+            "features": {k: int(m.n_vars) for k, m in data.mod.items()}, "nnz": nnz,
+            "parameters": int(model.count_params()), "batch_size": args.batch_size, "steps": args.steps,
+            "warmup": args.warmup, "stages": stages, "hours_per_model_epoch": total / 3600, "peak_rss_bytes": peak,
+        })
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from common import DEFAULT_DATA, SNARE_CONFIG  # noqa: E402
+from tf_common import EpochTimer  # noqa: E402
 
 from cavachon_like import CAVACHON  # noqa: E402
 from cavachon_like.config import load_config  # noqa: E402
@@ -40,26 +41,6 @@ def atac_component(fraction: float | None) -> dict:
     config = load_config(SNARE_CONFIG)
     (atac,) = [copy.deepcopy(c) for c in config["model"]["components"] if c["name"] == "atac"]
     return {**atac, "sampled_zeros": fraction}
-
-
-class StepTimer(keras.callbacks.Callback):
-    def __init__(self, stop_after: int | None = None) -> None:
-        super().__init__()
-        self.stop_after, self.steps, self.epochs = stop_after, [], []
-
-    def on_epoch_begin(self, epoch, logs=None) -> None:
-        self.epoch_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None) -> None:
-        self.epochs.append(time.perf_counter() - self.epoch_started)
-
-    def on_train_batch_begin(self, batch, logs=None) -> None:
-        self.started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None) -> None:
-        self.steps.append(time.perf_counter() - self.started)
-        if self.stop_after and len(self.steps) >= self.stop_after:
-            self.model.stop_training = True
 
 
 def quality(args: argparse.Namespace) -> None:
@@ -82,12 +63,12 @@ def quality(args: argparse.Namespace) -> None:
         for fraction in (None, args.fraction):
             model = CAVACHON.from_data(atac_only, [atac_component(fraction)], seed=seed)
             model.compile(optimizer=keras.optimizers.Adam(1e-3))
-            timer = StepTimer()
+            timer = EpochTimer()
             history = model.fit(atac_only, epochs=args.epochs, batch_size=256, validation_split=0.1,
                                 callbacks=[timer], verbose=0).history
             z = model.get_latent_representation(atac_only)["z_atac"]
             name = "exact" if fraction is None else f"sampled_zeros {fraction}"
-            print(f"| {seed} | {name} | {np.median(timer.epochs):.2f} | {history['val_loss'][-1]:.1f} | "
+            print(f"| {seed} | {name} | {np.median([r["seconds"] for r in timer.records]):.2f} | {history['val_loss'][-1]:.1f} | "
                   f"{knn_agreement(z, labels):.3f} |", flush=True)
 
 
@@ -102,10 +83,10 @@ def speed(args: argparse.Namespace) -> None:
         model = CAVACHON.from_data(atac_only, [atac_component(fraction)], seed=0, pretrain_epochs=0,
                                    prior_em_iterations=0)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        timer = StepTimer(stop_after=args.steps)
+        timer = EpochTimer(stop_after=args.steps)
         model.fit(atac_only, epochs=1, batch_size=256, callbacks=[timer], verbose=0)
         name = "exact" if fraction is None else f"sampled_zeros {fraction}"
-        print(f"{name}: {model.count_params():,} parameters, {np.median(timer.steps[5:]):.3f} s/step", flush=True)
+        print(f"{name}: {model.count_params():,} parameters, {np.median([t for r in timer.records for t in r["step_seconds"]][5:]):.3f} s/step", flush=True)
 
 
 def main() -> None:

@@ -15,24 +15,37 @@ import numpy as np
 import tensorflow as tf
 from common import MULTIVI_HIDDEN, MULTIVI_LATENT, MULTIVI_LAYERS, SNARE_CONFIG
 
-VARIANTS = ("paper", "matched")
+VARIANTS = ("paper", "table_s1", "matched")
+#: Paper 000's Table S1 widths, which configs/snare.yaml no longer uses (it scales widths to the data).
+TABLE_S1_ENCODER = [1024, 512, 256, 128]
+TABLE_S1_DECODER = [128, 256, 512]
 
 
-def snare_config(data: str | Path, epochs: int, variant: str = "paper", config: str | Path = SNARE_CONFIG) -> dict:
+def snare_config(data: str | Path, epochs: int | None = None, variant: str = "paper",
+                 config: str | Path = SNARE_CONFIG) -> dict:
     """The validated run configuration of ``configs/snare.yaml`` for ``variant``.
 
-    ``paper`` is the file as it is (Table S1 widths, dim(z) = 20, K = 41). ``matched``
-    gives every component MultiVI's default size on this data: encoders and decoders
-    of two hidden layers of 128 units and dim(z) = 11; K falls back to the model's
-    default 2 * dim(z) + 1 = 23. Early stopping is off so every model trains exactly
-    ``epochs`` epochs (per stage).
+    ``paper`` is the file as it is (dim(z) = 20, K = 41, widths from the package's
+    defaults for the data); ``table_s1`` the same with the paper's Table S1 widths,
+    encoders 1024-512-256-128 and decoders 128-256-512. ``matched`` gives every component MultiVI's default size
+    on this data: encoders and decoders of two hidden layers of 128 units and
+    dim(z) = 11; K falls back to the model's default 2 * dim(z) + 1 = 23.
+    ``epochs=None`` keeps the file's training as a user gets it (pre-training, early
+    stopping). An ``epochs`` count makes a timing run: exactly that many ELBO epochs per
+    stage, no pre-training and no early stopping, so every epoch of a stage costs the same.
     """
     from cavachon_like.config import load_config
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
-    overrides: dict[str, Any] = {"data.path": str(data), "training.epochs": int(epochs), "training.early_stopping": None}
+    overrides: dict[str, Any] = {"data.path": str(data)}
+    if epochs is not None:
+        overrides.update({"training.epochs": int(epochs), "training.early_stopping": None, "model.pretrain_epochs": 0})
     result = load_config(config, overrides)
+    if variant == "table_s1":
+        for component in result["model"]["components"]:
+            component["encoder"] = {"class": "mlp", "units": list(TABLE_S1_ENCODER)}
+            component["decoder"] = {"class": "mlp", "units": list(TABLE_S1_DECODER)}
     if variant == "matched":
         units = [MULTIVI_HIDDEN] * MULTIVI_LAYERS
         components = copy.deepcopy(result["model"]["components"])
@@ -46,33 +59,93 @@ def snare_config(data: str | Path, epochs: int, variant: str = "paper", config: 
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch (validation included) and of the wait before its first step.
+    """Wall time of every epoch, of its training part and of each training step.
 
-    ``records`` holds one dict per epoch: ``stage`` (the model's active components),
-    ``epoch``, ``seconds`` and ``first_step_wait`` (from ``on_epoch_begin`` to the
-    first ``on_train_batch_begin``, where iterator set-up stalls would show).
+    ``records`` holds one dict per epoch: ``stage`` (the components the model trains),
+    ``epoch``, ``seconds`` (validation included), ``train_seconds`` (from the start of
+    the epoch to the start of validation, or to its end without validation),
+    ``first_step_wait`` (from ``on_epoch_begin`` to the first step, where iterator set-up
+    stalls would show) and ``step_seconds`` (each step from batch begin to batch end,
+    reading its batch included). ``stop_after`` ends each ``fit`` after that many steps.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop_after: int | None = None) -> None:
         super().__init__()
+        self.stop_after = stop_after
         self.records: list[dict[str, Any]] = []
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._fit_steps = 0
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._start = time.perf_counter()
-        self._wait = None
+        self._wait = self._trained = None
+        self._steps: list[float] = []
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._step_start = time.perf_counter()
         if self._wait is None:
-            self._wait = time.perf_counter() - self._start
+            self._wait = self._step_start - self._start
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._steps.append(time.perf_counter() - self._step_start)
+        self._fit_steps += 1
+        if self.stop_after and self._fit_steps >= self.stop_after:
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self._trained is None:  # fit's validation pass (evaluate outside fit has no epoch)
+            self._trained = time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        stage = "+".join(getattr(self.model, "_active", []) or ["model"])
+        seconds = time.perf_counter() - self._start
+        stage = getattr(self.model, "training_components", None) or ["model"]
         self.records.append({
-            "stage": stage,
+            "stage": "+".join(stage),
             "epoch": epoch,
-            "seconds": time.perf_counter() - self._start,
+            "seconds": seconds,
+            "train_seconds": seconds if self._trained is None else self._trained,
             "first_step_wait": self._wait,
+            "step_seconds": self._steps,
         })
+
+
+class LatentTrajectory(keras.callbacks.Callback):
+    """Saves the joint latent of ``data`` after the epochs :func:`common.evaluated` picks, with the training time.
+
+    Every ``fit`` phase and stage counts on one epoch counter. ``clock()`` is the
+    wall time since ``start()`` without the time spent here, so the saved times are
+    those of training alone (tracing, validation and mixture fits included).
+    """
+
+    def __init__(self, data: Any, folder: Path) -> None:
+        super().__init__()
+        self.data, self.folder = data, Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.points: list[dict[str, Any]] = []
+        self.epochs = 0
+
+    def start(self) -> None:
+        self._began, self._paused = time.perf_counter(), 0.0
+
+    def clock(self) -> float:
+        return time.perf_counter() - self._began - self._paused
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        from common import evaluated
+
+        self.epochs += 1
+        if not evaluated(self.epochs):
+            return
+        seconds = self.clock()
+        paused = time.perf_counter()
+        latents = self.model.get_latent_representation(self.data)
+        joint = np.concatenate([latents[f"z_{c}"] for c in self.model.latent_names], axis=1)
+        path = self.folder / f"{len(self.points):04d}.npy"
+        np.save(path, joint.astype(np.float32))
+        stage = "+".join(getattr(self.model, "training_components", []))
+        self.points.append({"epoch": self.epochs, "stage": stage, "train_seconds": seconds, "latent": path.name})
+        self._paused += time.perf_counter() - paused
 
 
 def dense_layers(layer: keras.layers.Layer) -> list[keras.layers.Dense]:
@@ -80,18 +153,16 @@ def dense_layers(layer: keras.layers.Layer) -> list[keras.layers.Dense]:
     return [sub for sub in layer._flatten_layers(include_self=False, recursive=True) if isinstance(sub, keras.layers.Dense)]
 
 
-def step_flops(model: Any, stage: Sequence[str], batch_size: int, nnz_per_cell: Mapping[str, float]) -> dict[str, float]:
-    """Matmul FLOPs of one training step of ``stage`` on ``batch_size`` cells.
+def step_flops(model: Any, stage: Sequence[str], batch_size: int, nnz_per_cell: Mapping[str, float]) -> float:
+    """Matmul FLOPs one training step of ``stage`` on ``batch_size`` cells executes.
 
     A dense layer costs ``2 B in out`` forward; a trained layer adds ``2 B in out`` for
     its weight gradient and, unless its input is data, ``2 B in out`` for the gradient
-    of its input (so the usual "x3"). Frozen ancestors run forward only. Encoder input
-    projections of sparse modalities are counted twice: ``dense_equivalent`` as if the
-    input were dense (the work a dense implementation would do), and ``executed`` by
-    the non-zeros actually multiplied (``2 nnz out``). Layer norms, activations,
-    likelihoods and the optimizer are not counted.
+    of its input (so the usual "x3"). Frozen ancestors run forward only. An encoder's
+    input projection of a sparse modality multiplies only the non-zeros (``2 nnz out``
+    per pass). Layer norms, activations, likelihoods and the optimizer are not counted.
     """
-    dense_eq = executed = 0.0
+    executed = 0.0
     for name in model.graph.closure(set(stage)):
         component = model.components[name]
         trains = name in stage
@@ -103,16 +174,12 @@ def step_flops(model: Any, stage: Sequence[str], batch_size: int, nnz_per_cell: 
         for module in modules:
             for layer in dense_layers(module):
                 fan_in, fan_out = (int(d) for d in layer.kernel.shape)
-                one = 2.0 * batch_size * fan_in * fan_out
-                passes = 1 + (2 if trains else 0)
                 if id(layer) in data_inputs:
                     passes = 2 if trains else 1  # no gradient for the data
-                    dense_eq += passes * one
                     executed += passes * 2.0 * batch_size * nnz_per_cell[data_inputs[id(layer)]] * fan_out
                 else:
-                    dense_eq += passes * one
-                    executed += passes * one
-    return {"dense_equivalent": dense_eq, "executed": executed}
+                    executed += (3 if trains else 1) * 2.0 * batch_size * fan_in * fan_out
+    return executed
 
 
 def matmul_throughput(shapes: Sequence[tuple[int, int, int]], repeats: int = 10) -> list[dict[str, Any]]:

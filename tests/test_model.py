@@ -28,7 +28,7 @@ class WeightProbe(keras.callbacks.Callback):
         return {name: [np.array(w) for w in c.weights] for name, c in self.model.components.items()}
 
     def on_train_begin(self, logs=None):
-        self.stages.append({"begin": self._snapshot(), "trainable": {
+        self.stages.append({"begin": self._snapshot(), "training": self.model.training_components, "trainable": {
             name: [w.path for w in c.trainable_weights] for name, c in self.model.components.items()
         }})
 
@@ -70,10 +70,12 @@ def test_sequential_training_freezes_everything_but_the_stage(sequential_run):
     assert not changed(second["begin"]["atac"], second["end"]["atac"])  # ancestors frozen, prior included
     assert changed(second["begin"]["rna"], second["end"]["rna"])
     assert second["trainable"]["atac"] == [] and first["trainable"]["rna"] == []
+    assert first["training"] == ["atac"] and second["training"] == ["rna"]
     # Progressive blending ends with the new component fully blended in.
     assert float(model.components["rna"].hierarchical_encoder.alpha.numpy()) == 1.0
     # After fit every component is trainable again (for evaluate / a later fit).
     assert all(c.trainable for c in model.components.values())
+    assert model.training_components == ["atac", "rna"]
 
 
 def test_joint_training_updates_all_components_in_one_stage(small_data, small_components):

@@ -38,14 +38,14 @@ KILL_AFTER = 6
 KILLER = """
 import os, sys, keras
 from cavachon_like.config import runner
-make = runner._callbacks
+make = runner.training_callbacks
 class Kill(keras.callbacks.Callback):
     seen = 0
     def on_epoch_end(self, epoch, logs=None):
         Kill.seen += 1
         if Kill.seen == int(sys.argv[3]):
             os._exit(9)
-runner._callbacks = lambda config, out: make(config, out) + [Kill()]
+runner.training_callbacks = lambda config, out: make(config, out) + [Kill()]
 from cavachon_like.cli import main
 sys.exit(main(["train", sys.argv[1], "--out", sys.argv[2]]))
 """

@@ -88,7 +88,8 @@ def build_model(config: dict[str, Any], data: MultiModality) -> CAVACHON:
     return model
 
 
-def _callbacks(config: dict[str, Any], out: Path) -> list[keras.callbacks.Callback]:
+def training_callbacks(config: dict[str, Any], out: Path) -> list[keras.callbacks.Callback]:
+    """The callbacks a run of ``config`` trains with: early stopping (best weights restored), TensorBoard."""
     training = config["training"]
     callbacks: list[keras.callbacks.Callback] = []
     if training["early_stopping"] is not None:
@@ -183,7 +184,7 @@ def train(config: dict[str, Any], out: str | Path, overwrite: bool = False, resu
                 data.obs_column(key)  # a typo fails here, not after training
         model = build_model(config, data)
         model.check_data(data)
-        callbacks = _callbacks(config, out)
+        callbacks = training_callbacks(config, out)
     started = time.perf_counter()
     try:
         history = model.fit(

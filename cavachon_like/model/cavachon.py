@@ -234,6 +234,11 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         return outputs
 
     # ------------------------------------------------------------------ training
+    @property
+    def training_components(self) -> list[str]:
+        """Components the current (or last) training stage updates: callbacks tell stages apart by it."""
+        return list(self._active)
+
     def _set_active(self, components: Sequence[str]) -> None:
         """Train ``components``; freeze the rest (ancestors and offspring alike)."""
         self._active = list(components)
