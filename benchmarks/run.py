@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import BENCHMARKS, DEFAULT_CACHE, DEFAULT_DATA, REPO, machine, median, require_file, write_json
-from report import assess, render
+from report import assess, joint_score, render
 
 MULTIVI_VENV = BENCHMARKS / ".venv-multivi"
 LABEL_KEY = "cell_type"
@@ -96,8 +95,7 @@ def run_process(command: list[Any], log_path: Path) -> float:
     log(" ".join(str(c) for c in command))
     start = time.perf_counter()
     with open(log_path, "w") as stream:
-        returncode = subprocess.call([str(c) for c in command], stdout=stream, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ), cwd=REPO)
+        returncode = subprocess.call([str(c) for c in command], stdout=stream, stderr=subprocess.STDOUT, cwd=REPO)
     if returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{command[1]} failed with exit code {returncode}; log {log_path}:\n{tail}")
@@ -251,9 +249,8 @@ def quality(data: Path, work: Path, plan: dict, labels: dict[str, np.ndarray], s
         result["scores"] = {name: evaluate_latent(latent, labels["labels"], labels["batch"], clusters.get(name),
                                                   k=20, seed=seed) for name, latent in latents.items()}
         results[key] = result
-        final = next(v for k, v in result["scores"].items() if k in ("joint",) or k.startswith("["))
         log(f"{result['model']} quality: {result['epochs_run']} epochs, {result['train_seconds_unscored']:.0f} s, "
-            f"20-NN {final['knn_agreement']:.3f}")
+            f"20-NN {joint_score(result)['knn_agreement']:.3f}")
     return results
 
 

@@ -21,7 +21,6 @@ import argparse
 import copy
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,7 +67,7 @@ def quality(args: argparse.Namespace) -> None:
                                 callbacks=[timer], verbose=0).history
             z = model.get_latent_representation(atac_only)["z_atac"]
             name = "exact" if fraction is None else f"sampled_zeros {fraction}"
-            print(f"| {seed} | {name} | {np.median([r["seconds"] for r in timer.records]):.2f} | {history['val_loss'][-1]:.1f} | "
+            print(f"| {seed} | {name} | {np.median([r['seconds'] for r in timer.records]):.2f} | {history['val_loss'][-1]:.1f} | "
                   f"{knn_agreement(z, labels):.3f} |", flush=True)
 
 
@@ -86,7 +85,8 @@ def speed(args: argparse.Namespace) -> None:
         timer = EpochTimer(stop_after=args.steps)
         model.fit(atac_only, epochs=1, batch_size=256, callbacks=[timer], verbose=0)
         name = "exact" if fraction is None else f"sampled_zeros {fraction}"
-        print(f"{name}: {model.count_params():,} parameters, {np.median([t for r in timer.records for t in r["step_seconds"]][5:]):.3f} s/step", flush=True)
+        steps = [t for r in timer.records for t in r["step_seconds"]][5:]
+        print(f"{name}: {model.count_params():,} parameters, {np.median(steps):.3f} s/step", flush=True)
 
 
 def main() -> None:

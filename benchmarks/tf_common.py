@@ -1,7 +1,6 @@
 """TensorFlow-side benchmark helpers: SNARE-seq loading, model variants, epoch timing, FLOPs, matmul peak."""
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -13,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
-from common import MULTIVI_HIDDEN, MULTIVI_LATENT, MULTIVI_LAYERS, SNARE_CONFIG
+from common import MULTIVI_HIDDEN, MULTIVI_LATENT, MULTIVI_LAYERS, SNARE_CONFIG, evaluated
 
 VARIANTS = ("paper", "table_s1", "matched")
 #: Paper 000's Table S1 widths, which configs/snare.yaml no longer uses (it scales widths to the data).
@@ -48,13 +47,11 @@ def snare_config(data: str | Path, epochs: int | None = None, variant: str = "pa
             component["decoder"] = {"class": "mlp", "units": list(TABLE_S1_DECODER)}
     if variant == "matched":
         units = [MULTIVI_HIDDEN] * MULTIVI_LAYERS
-        components = copy.deepcopy(result["model"]["components"])
-        for component in components:
+        for component in result["model"]["components"]:  # load_config returns a fresh dict
             component["latent_dim"] = MULTIVI_LATENT
             component["n_clusters"] = None
-            component["encoder"] = {"class": "mlp", "units": units}
-            component["decoder"] = {"class": "mlp", "units": units}
-        result["model"]["components"] = components
+            component["encoder"] = {"class": "mlp", "units": list(units)}
+            component["decoder"] = {"class": "mlp", "units": list(units)}
     return result
 
 
@@ -132,8 +129,6 @@ class LatentTrajectory(keras.callbacks.Callback):
         return time.perf_counter() - self._began - self._paused
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        from common import evaluated
-
         self.epochs += 1
         if not evaluated(self.epochs):
             return
