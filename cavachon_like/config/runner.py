@@ -26,6 +26,7 @@ from ..data import (
 from ..errors import InputError, input_phase
 from ..model import CAVACHON
 from ..seed import set_seed
+from ..train import FusedAdam
 from ..train.checkpoint import FILENAME
 from .schema import ConfigError
 
@@ -84,7 +85,7 @@ def build_model(config: dict[str, Any], data: MultiModality) -> CAVACHON:
         kl_warmup_epochs=config["model"]["kl_warmup_epochs"],
         seed=config["seed"],
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(config["training"]["learning_rate"])))
+    model.compile(optimizer=FusedAdam(learning_rate=float(config["training"]["learning_rate"])))
     return model
 
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from ..module import Component
 from ..seed import seeded
-from ..train import MODES
+from ..train import MODES, FusedAdam
 from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
@@ -249,7 +249,8 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
             component.trainable = name in self._active
 
     def compile(self, optimizer: Any = None, loss: Any = None, jit_compile: bool | str = False, **kwargs) -> None:
-        """Configure training; ``optimizer`` defaults to Adam with learning rate 1e-3.
+        """Configure training; ``optimizer`` defaults to Adam with learning rate 1e-3
+        (:class:`~cavachon_like.train.FusedAdam`: Keras' Adam update, fused per variable).
 
         The loss is the model's ELBO, so ``loss`` must stay ``None``. The optimizer is
         cloned afresh for every training stage. ``jit_compile`` defaults to False
@@ -262,7 +263,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         """
         if loss is not None:
             raise ValueError("CAVACHON computes its own loss (the negative ELBO); do not pass `loss` to compile().")
-        optimizer = keras.optimizers.get(optimizer or keras.optimizers.Adam(learning_rate=1e-3))
+        optimizer = keras.optimizers.get(optimizer or FusedAdam(learning_rate=1e-3))
         self._compile_kwargs = {"optimizer": keras.optimizers.serialize(optimizer), "jit_compile": jit_compile, **kwargs}
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 

@@ -1,4 +1,5 @@
-"""Training: stage plans, resumable progress, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
+"""Training: the default optimizer, stage plans, resumable progress, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
+from .adam import FusedAdam
 from .checkpoint import FitProgress
 from .history import merge_histories
 from .kl_warmup import KLWarmup
@@ -7,4 +8,4 @@ from .prior_init import PriorUpdate, fit_priors
 from .progressive import ProgressiveBlending
 from .scaling import global_mean, multi_worker
 
-__all__ = ["MODES", "FitProgress", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "training_plan"]
+__all__ = ["MODES", "FitProgress", "FusedAdam", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "training_plan"]

@@ -90,12 +90,19 @@ class PriorUpdate(keras.callbacks.Callback):
                             c, len(mean), term, before, _mean_prior_term(prior, mean, var)[1])
 
 
-def _mean_prior_term(prior: Any, mean: np.ndarray, var: np.ndarray) -> tuple[str, float]:
+def _mean_prior_term(prior: Any, mean: np.ndarray, var: np.ndarray, chunk: int = 1024) -> tuple[str, float]:
     """The stage's prior term, averaged over cells, and its name: the KL term at the posterior
     means, or for point latents (zero variance: learned representations, which have no KL) the
-    training loss's ``-log p(z)``."""
-    z = tf.constant(mean, tf.float32)
-    if not var.any():
-        return "-log p(z)", float(-tf.reduce_mean(prior.log_prob(z)))
-    kl, _ = prior.kl_divergence(z, tf.constant(var, tf.float32), z)
-    return "KL term", float(tf.reduce_mean(kl))
+    training loss's ``-log p(z)``. Computed ``chunk`` cells at a time: the mixture's KL has
+    cells x clusters x dimensions temporaries, which for all cells at once would set the
+    process' peak memory."""
+    point = not var.any()
+    total = 0.0
+    for start in range(0, len(mean), chunk):
+        z = tf.constant(mean[start:start + chunk], tf.float32)
+        if point:
+            total -= float(tf.reduce_sum(prior.log_prob(z)))
+        else:
+            kl, _ = prior.kl_divergence(z, tf.constant(var[start:start + chunk], tf.float32), z)
+            total += float(tf.reduce_sum(kl))
+    return ("-log p(z)" if point else "KL term"), total / max(len(mean), 1)
