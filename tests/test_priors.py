@@ -251,3 +251,18 @@ def test_update_from_posteriors_is_a_no_op_for_priors_without_a_closed_form(rng)
     layer = StandardNormalPrior(D)
     assert layer.update_from_posteriors(mean, var) is False
     assert MixtureGaussianPrior(D, n_clusters=50).update_from_posteriors(mean, var) is False  # fewer cells than K
+
+
+def test_the_logged_prior_term_is_the_same_in_chunks(rng):
+    """PriorUpdate logs the mean KL term computed a chunk of cells at a time (bounded memory)."""
+    from cavachon_like.train.prior_init import _mean_prior_term
+
+    mean, var, _ = _planted_posteriors(rng)
+    layer = MixtureGaussianPrior(D, n_clusters=6, seed=0)
+    name, whole = _mean_prior_term(layer, mean, var, chunk=len(mean))
+    assert name == "KL term"
+    assert _mean_prior_term(layer, mean, var, chunk=7)[1] == pytest.approx(whole, rel=1e-5)
+    assert whole == pytest.approx(_mean_kl(layer, mean, var), rel=1e-5)
+    name, point = _mean_prior_term(layer, mean, np.zeros_like(var), chunk=7)
+    assert name == "-log p(z)"
+    assert point == pytest.approx(-float(tf.reduce_mean(layer.log_prob(tf.constant(mean, tf.float32)))), rel=1e-5)

@@ -18,6 +18,23 @@ def _local_variables(variable: Any, strategy: tf.distribute.Strategy) -> tuple[t
     return tuple(strategy.experimental_local_results(value))
 
 
+class _Moments:
+    """Each local ``tf.Variable`` (by identity) -> itself and its first and second moments there.
+
+    A plain object rather than a dict attribute: TensorFlow's tracking would wrap a dict
+    of variables keyed by integers, and such a wrapper cannot be exported.
+    """
+
+    def __init__(self) -> None:
+        self.by_variable: dict[int, tuple[tf.Variable, tf.Variable, tf.Variable]] = {}
+
+    def get(self, variable: tf.Variable) -> tuple[tf.Variable, tf.Variable] | None:
+        """``(m, v)`` of ``variable``, or None for a variable the optimizer was not built for."""
+        entry = self.by_variable.get(id(variable))
+        # The variable itself is kept, so its id cannot be reused by another object.
+        return entry[1:] if entry is not None and entry[0] is variable else None
+
+
 @keras.saving.register_keras_serializable(package="cavachon_like")
 class FusedAdam(keras.optimizers.Optimizer):
     """Adam (Kingma & Ba 2015), the update of each variable in one ``ResourceApplyAdam`` kernel.
@@ -54,7 +71,7 @@ class FusedAdam(keras.optimizers.Optimizer):
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
-        self._slots: dict[int, tuple[tf.Variable, tf.Variable]] = {}
+        self._moments = _Moments()
 
     def build(self, var_list: list[Any]) -> None:
         """Create the first and second moments of every variable in ``var_list``.
@@ -71,15 +88,15 @@ class FusedAdam(keras.optimizers.Optimizer):
         # update_step receives the tf.Variable of one device; map each to its moments there.
         for variable, m, v in zip(var_list, self.momentums, self.velocities):
             for local, local_m, local_v in zip(*(_local_variables(x, strategy) for x in (variable, m, v))):
-                self._slots[id(local)] = (local_m, local_v)
+                self._moments.by_variable[id(local)] = (local, local_m, local_v)
 
     def update_step(self, gradient: Any, variable: tf.Variable, learning_rate: Any) -> None:
-        slots = self._slots.get(id(variable))
-        if slots is None:
+        moments = self._moments.get(variable)
+        if moments is None:
             raise RuntimeError(f"{self.name}: no moments for variable {variable.name!r}; the optimizer was built for "
                                "other variables, or outside the tf.distribute strategy scope they belong to. Build it "
                                "with optimizer.build(model.trainable_variables) under strategy.scope().")
-        m, v = slots
+        m, v = moments
         dtype = variable.dtype
         step = tf.cast(self.iterations + 1, dtype)
         tf.raw_ops.ResourceApplyAdam(
