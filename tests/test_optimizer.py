@@ -27,7 +27,10 @@ def _fit(optimizer: type, strategy: tf.distribute.Strategy, **options):
 
 @pytest.mark.parametrize("devices", [None, ["/cpu:0", "/cpu:1"]])
 def test_fused_adam_takes_keras_adams_steps(devices):
-    strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
+    # Reduction through one device, not collective ops: a collective started by another test's
+    # strategy in this process would share this one's instance keys (TensorFlow aborts on that).
+    strategy = (tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+                if devices else tf.distribute.get_strategy())
     options = {"learning_rate": 0.02, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6}
     expected, expected_loss = _fit(keras.optimizers.Adam, strategy, **options)
     got, loss = _fit(FusedAdam, strategy, **options)
