@@ -50,7 +50,7 @@ class FusedAdam(keras.optimizers.Optimizer):
     temporary of the variable's size; TensorFlow's fused kernel updates ``m``, ``v`` and
     ``w`` in place in one pass. For the wide first and last layers of a chromatin
     component (tens of thousands of regions times hundreds of units) that is most of the
-    optimizer's time and of the training step's transient memory (see BENCHMARKS.md).
+    optimizer's time and of the training step's transient memory (README, "Benchmarks").
 
     Everything else (learning-rate schedules, clipping, weight decay, gradient
     accumulation, loss scaling, ``tf.distribute``) is Keras' ``Optimizer``. The slots
