@@ -29,9 +29,7 @@ import json
 import time
 from pathlib import Path
 
-import anndata as ad
 import keras
-import mudata as md
 import numpy as np
 from snare_prediction import lsi
 
@@ -39,25 +37,11 @@ from cavachon_like import MultiModality
 from cavachon_like.analysis import knn_agreement
 from cavachon_like.config.runner import build_model, load_data
 from cavachon_like.config.schema import load_config
-from cavachon_like.data import Modality
+from cavachon_like.data import shuffle_bins
 from cavachon_like.seed import set_seed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 COORDINATES = ["chrom", "start", "end"]
-
-
-def shuffled_bins(data: MultiModality, seed: int) -> MultiModality:
-    """``data`` with the bins of every modality in one random order; the coordinate columns (and
-    names) stay in place, so the model sees the same chromosome layout over scrambled counts."""
-    names = list(data.mod)
-    order = np.random.default_rng(seed).permutation(data.modality(names[0]).n_vars)
-    mods = {}
-    for name in names:
-        old = data.modality(name)
-        new = ad.AnnData(old.X[:, order], obs=old.obs.copy(), var=old.var.copy())  # var keeps the positions' coordinates
-        mods[name] = Modality(new, likelihood=old.likelihood, batch_key=old.batch_key, name=name)
-    with md.set_options(pull_on_update=False):
-        return MultiModality(md.MuData(mods, obs=data.obs.copy()))
 
 
 def run(config: dict, data: MultiModality, label: str, n_samples: int) -> dict[str, float]:
@@ -122,7 +106,7 @@ def main() -> None:
             print(f"{data.n_obs} cells, {data.modality('atac').n_vars} bins x {len(data.mod)} channels; "
                   f"LSI of binned ATAC 20-NN {baseline[0]:.3f}", flush=True)
         for name, runs in rows.items():
-            cells = shuffled_bins(data, seed) if name == "conv shuffled" else data
+            cells = shuffle_bins(data, seed) if name == "conv shuffled" else data
             row = run(fc if name == "fc" else conv, cells, args.label, args.n_samples)
             runs.append(row)
             print(f"seed {seed} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)

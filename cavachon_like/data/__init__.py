@@ -33,6 +33,7 @@ from .readers import (
     read_h5ad,
     read_h5mu,
 )
+from .shuffle import shuffle_bins
 from .simulate import simulate
 from .simulate_binned import simulate_binned
 from .simulate_disk import simulate_to_disk
@@ -67,6 +68,7 @@ __all__ = [
     "read_intervals",
     "register_support",
     "resolve_groups",
+    "shuffle_bins",
     "simulate",
     "simulate_binned",
     "simulate_to_disk",
