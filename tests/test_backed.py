@@ -154,8 +154,11 @@ def test_a_replicated_step_on_disk_data_takes_the_single_device_gradient(small_d
 
     single = step(read_h5mu(path, backed=False), tf.distribute.get_strategy())
     mirrored = step(read_h5mu(path, backed=True), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    # Each replica sums its half of the batch before the two halves are added, so float32 rounding
+    # differs from the single-device sum (1.1e-4 relative on one of 36 entries, TF 2.16 on Intel);
+    # a batch handed whole to one replica would be off by a factor of about 2.
     for a, b in zip(single, mirrored):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * np.abs(a).max())
 
 
 def test_a_file_changed_during_training_is_an_error(tmp_path, monkeypatch):
