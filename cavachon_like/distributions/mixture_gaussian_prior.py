@@ -123,7 +123,7 @@ class MixtureGaussianPrior(Prior):
         return (means[clusters] + np.sqrt(variances[clusters]) * noise).astype(np.float32)
 
     def initialize_from_samples(self, z: np.ndarray, seed: int | None = None) -> bool:
-        """Set ``pi``, ``mu`` and ``var`` from a diagonal GMM fitted to latent samples ``z``.
+        """Set ``pi``, ``mu`` and ``var`` from a diagonal GMM fitted to latent points ``z``.
 
         VaDE initialises its prior this way after pre-training; starting from random
         means instead, the components nearest the data take all responsibility and

@@ -110,10 +110,12 @@ class Prior(keras.layers.Layer):
         raise TypeError(f"{type(self).__name__} is not a mixture prior, so it has no cluster probabilities.")
 
     def initialize_from_samples(self, z: Any, seed: int | None = None) -> bool:
-        """Data-dependent initialisation from latent samples ``z`` (cells x d).
+        """Data-dependent initialisation from latent points ``z`` (cells x d).
 
-        Called once per training stage after a warm-up; returns whether the prior
-        changed. Priors without data-dependent parameters keep the default (no-op).
+        Called once per training stage after a warm-up with the training cells'
+        posterior means, then (if it returns True) followed by one step of
+        :meth:`update_from_posteriors`; returns whether the prior changed. Priors
+        without data-dependent parameters keep the default (no-op).
         """
         return False
 
