@@ -9,6 +9,7 @@ import yaml
 
 from cavachon_like.cli import main
 from cavachon_like.config import ConfigError, load_config, validate_config
+from cavachon_like.config.runner import MIN_STEPS_PER_EPOCH, batch_size_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COMPONENTS = [{"name": "a", "modalities": ["atac"]}]
@@ -147,3 +148,13 @@ def test_seed_system_configs_train_on_simulated_stand_ins(name, encoder, prior, 
     assert type(joint.encoder).__name__ == encoder and type(joint.prior).__name__ == prior
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 3 + pretrain and history["loss"].notna().all()
+
+
+def test_batch_size_is_lowered_only_where_an_epoch_would_take_too_few_steps(caplog):
+    caplog.set_level("INFO", logger="cavachon_like.config.runner")
+    training = {"batch_size": 256, "validation_split": 0.1}
+    assert batch_size_for(training, 10_309) == 256  # SNARE-seq: 36 steps per epoch as configured
+    small = batch_size_for(training, 500)  # 450 training cells: 2 steps at 256
+    assert small == 450 // MIN_STEPS_PER_EPOCH and 450 // small >= MIN_STEPS_PER_EPOCH
+    assert "lowered to 28" in caplog.text
+    assert batch_size_for({"batch_size": 256, "validation_split": 0.0}, 5) == 1
