@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 SIMULATORS = {"cells": simulate, "binned": simulate_binned}
 #: Fewest optimiser steps per epoch of a configured run. On 500 SNARE-seq cells ``configs/snare.yaml``'s
 #: batch of 256 made 2 steps per epoch, too few for the RNA mixture to find the cell types (2 clusters
-#: held >= 1% of cells, NMI 0.14); at 16 steps or more it found them (8-11 clusters, NMI 0.46-0.48).
+#: held >= 1% of cells, NMI 0.14); at 16 steps it held 3-5 (NMI 0.22-0.44 over three seeds; README).
 MIN_STEPS_PER_EPOCH = 16
 
 
