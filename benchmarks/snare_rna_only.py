@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from sklearn.decomposition import PCA
-from snare_prediction import lsi
+from snare_prediction import log_normalised, lsi
 
 from cavachon_like.analysis import knn_agreement
 from cavachon_like.config.runner import build_model, load_data, training_callbacks
@@ -61,9 +61,7 @@ def train(config: dict, data) -> tuple[dict[str, np.ndarray], float]:
 def baselines(counts: sp.spmatrix, atac: sp.spmatrix, labels: np.ndarray, seed: int) -> None:
     counts = sp.csr_matrix(counts, dtype=np.float64)
     library = np.asarray(counts.sum(1)).ravel()
-    normalised = sp.diags(1e4 / library) @ counts
-    normalised.data = np.log1p(normalised.data)
-    dense = normalised.toarray()  # 20 k cells x 2 k genes at most: the baselines, not the model
+    dense = log_normalised(counts)  # dense for PCA: SNARE-seq's 10 k cells x 1.7 k genes, baselines only
     sd = dense.std(0)
     scaled = np.clip((dense - dense.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
     expected = np.outer(library, np.asarray(counts.sum(0)).ravel() / counts.sum())
