@@ -39,7 +39,7 @@ from sklearn.decomposition import PCA
 
 from cavachon_like.analysis import knn_agreement
 from cavachon_like.config import load_config
-from cavachon_like.config.runner import _callbacks, build_model, load_data
+from cavachon_like.config.runner import build_model, load_data, training_callbacks
 from cavachon_like.model.mapping import self_transfer_accuracy, transfer_labels
 from cavachon_like.seed import set_seed
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         training = config["training"]
         with tempfile.TemporaryDirectory() as out:
             model.fit(reference, epochs=training["epochs"], batch_size=training["batch_size"],
-                      validation_split=training["validation_split"], callbacks=_callbacks(config, Path(out)),
+                      validation_split=training["validation_split"], callbacks=training_callbacks(config, Path(out)),
                       verbose=training["verbose"])
         results["train_seconds"] = time.perf_counter() - started
         print(f"reference model trained in {results['train_seconds']:.0f} s", flush=True)

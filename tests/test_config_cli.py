@@ -9,7 +9,7 @@ import yaml
 
 from cavachon_like.cli import main
 from cavachon_like.config import ConfigError, load_config, validate_config
-from cavachon_like.config.runner import MIN_STEPS_PER_EPOCH, batch_size_for
+from cavachon_like.config.runner import MIN_PRETRAIN_STEPS, MIN_STEPS_PER_EPOCH, batch_size_for, pretrain_epochs_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COMPONENTS = [{"name": "a", "modalities": ["atac"]}]
@@ -158,3 +158,15 @@ def test_batch_size_is_lowered_only_where_an_epoch_would_take_too_few_steps(capl
     assert small == 450 // MIN_STEPS_PER_EPOCH and 450 // small >= MIN_STEPS_PER_EPOCH
     assert "lowered to 28" in caplog.text
     assert batch_size_for({"batch_size": 256, "validation_split": 0.0}, 5) == 1
+
+
+def test_pretraining_is_lengthened_only_where_it_would_take_too_few_steps(caplog):
+    caplog.set_level("INFO", logger="cavachon_like.config.runner")
+    config = {"model": {"pretrain_epochs": 10}, "training": {"batch_size": 256, "validation_split": 0.1}}
+    assert pretrain_epochs_for(config, 10_309) == 10  # SNARE-seq: 37 steps per epoch, 370 in all
+    assert "raised" not in caplog.text
+    small = pretrain_epochs_for(config, 500)  # 450 training cells at batch 28: 17 steps per epoch
+    assert small == -(-MIN_PRETRAIN_STEPS // 17) and small * 17 >= MIN_PRETRAIN_STEPS > (small - 1) * 17
+    assert f"raised to {small}" in caplog.text
+    assert pretrain_epochs_for({**config, "model": {"pretrain_epochs": 0}}, 500) == 0  # the paper's random start
+    assert pretrain_epochs_for({**config, "model": {"pretrain_epochs": 50}}, 500) == 50
