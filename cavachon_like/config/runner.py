@@ -39,13 +39,6 @@ SIMULATORS = {"cells": simulate, "binned": simulate_binned}
 #: batch of 256 made 2 steps per epoch, too few for the RNA mixture to find the cell types (2 clusters
 #: held >= 1% of cells, NMI 0.14); at 16 steps it held 3-5 (NMI 0.22-0.44 over three seeds; README).
 MIN_STEPS_PER_EPOCH = 16
-#: Fewest optimiser steps of each stage's pre-training in a configured run: about the 370 that
-#: ``configs/snare.yaml``'s 10 pre-training epochs take on SNARE-seq's 9,278 training cells. On 500
-#: of those cells the same 10 epochs are 170 steps, after which the posteriors were wider than the
-#: spread of their means, the GMM that starts the mixture found few clusters and the largest RNA
-#: cluster ended with 37-64% of the cells (NMI 0.44, 20-NN 0.51); at 350 steps (21 epochs) it holds
-#: 24-26% (NMI 0.47, 20-NN 0.56; PCA 0.57). ``benchmarks/snare_clustering.py --n-cells 500``, README.
-MIN_PRETRAIN_STEPS = 350
 
 
 def batch_size_for(training: dict[str, Any], n_cells: int, log: bool = True) -> int:
@@ -61,16 +54,24 @@ def batch_size_for(training: dict[str, Any], n_cells: int, log: bool = True) -> 
 
 def pretrain_epochs_for(config: dict[str, Any], n_cells: int) -> int:
     """``model.pretrain_epochs``, raised on small data so that pre-training takes at least
-    :data:`MIN_PRETRAIN_STEPS` steps at the batch size of :func:`batch_size_for`; 0 (the
-    paper's random start) stays 0."""
-    epochs = int(config["model"]["pretrain_epochs"])
+    ``model.min_pretrain_steps`` steps at the batch size of :func:`batch_size_for`; 0 (the
+    paper's random start) stays 0.
+
+    The default minimum, 350, is about the 370 steps that ``configs/snare.yaml``'s 10 epochs
+    take on SNARE-seq's 9,278 training cells. On 500 of those cells the same 10 epochs are 170
+    steps, after which the posteriors were wider than the spread of their means, the GMM that
+    starts the mixture found few clusters and the largest RNA cluster ended with 37-64% of the
+    cells (NMI 0.44, 20-NN 0.51); at 350 steps (21 epochs) it holds 24-26% (NMI 0.47, 20-NN
+    0.56; PCA 0.57). ``benchmarks/snare_clustering.py --n-cells 500``, README.
+    """
+    epochs, minimum = int(config["model"]["pretrain_epochs"]), int(config["model"]["min_pretrain_steps"])
     training = config["training"]
     n_train = n_cells - round(training["validation_split"] * n_cells)
     steps = math.ceil(max(n_train, 1) / batch_size_for(training, n_cells, log=False))
-    needed = math.ceil(MIN_PRETRAIN_STEPS / steps)
+    needed = math.ceil(minimum / steps)
     if 0 < epochs < needed:
-        logger.info("model.pretrain_epochs %d raised to %d: at %d steps per epoch, pre-training takes at least %d "
-                    "steps.", epochs, needed, steps, MIN_PRETRAIN_STEPS)
+        logger.info("model.pretrain_epochs %d raised to %d: at %d steps per epoch, pre-training takes at least "
+                    "model.min_pretrain_steps = %d steps.", epochs, needed, steps, minimum)
         return needed
     return epochs
 

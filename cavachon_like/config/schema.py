@@ -31,6 +31,7 @@ SCHEMA: dict[str, Any] = {
         "training": ((str,), "sequential"),
         "progressive_epochs": ((int,), 5),
         "pretrain_epochs": ((int,), 10),
+        "min_pretrain_steps": ((int,), 350),
         "prior_em_iterations": ((int,), 100),
         "kl_warmup_epochs": ((int,), 0),
         "components": ((list,), None),
