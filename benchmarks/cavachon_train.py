@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     if not speed and args.epochs:
         config["training"]["epochs"] = args.epochs
         config["model"]["pretrain_epochs"] = min(config["model"]["pretrain_epochs"], args.epochs)
-        config["model"]["min_pretrain_steps"] = 0  # the epochs asked for, on any data size
+        config["training"]["min_pretrain_steps"] = 0  # the epochs asked for, on any data size
     if args.no_qc:
         config["data"]["qc"] = []
     batch_size = args.batch_size or int(config["training"]["batch_size"])

@@ -77,7 +77,7 @@ def test_cli_train_then_analyze(tmp_path, capsys):
     config["data"]["simulate"].update(n_cells=400, n_atac=150, n_rna=80)
     config["output"]["embedding"] = "pca"
     config["model"]["pretrain_epochs"] = 2  # the pre-training and mixture-fit path, not its default 10 epochs
-    config["model"]["min_pretrain_steps"] = 0  # exactly 2, however few steps an epoch takes
+    config["training"]["min_pretrain_steps"] = 0  # exactly 2, however few steps an epoch takes
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
@@ -140,7 +140,7 @@ def test_seed_system_configs_train_on_simulated_stand_ins(name, encoder, prior, 
     config["data"].update(path=None, qc=[], simulate=simulated)
     config["output"]["embedding"] = "pca"
     pretrain = config["model"]["pretrain_epochs"] = min(config["model"].get("pretrain_epochs", 0), 2)
-    config["model"]["min_pretrain_steps"] = 0
+    config["training"]["min_pretrain_steps"] = 0
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
@@ -164,14 +164,15 @@ def test_batch_size_is_lowered_only_where_an_epoch_would_take_too_few_steps(capl
 
 def test_pretraining_is_lengthened_only_where_it_would_take_too_few_steps(caplog):
     caplog.set_level("INFO", logger="cavachon_like.config.runner")
-    config = {"model": {"pretrain_epochs": 10, "min_pretrain_steps": SCHEMA["model"]["min_pretrain_steps"][1]},
-              "training": {"batch_size": 256, "validation_split": 0.1}}
+    config = {"model": {"pretrain_epochs": 10},
+              "training": {"batch_size": 256, "validation_split": 0.1,
+                           "min_pretrain_steps": SCHEMA["training"]["min_pretrain_steps"][1]}}
     assert pretrain_epochs_for(config, 10_309) == 10  # SNARE-seq: 37 steps per epoch, 370 in all
     assert "raised" not in caplog.text
     small = pretrain_epochs_for(config, 500)  # 450 training cells at batch 28: 17 steps per epoch
     assert small * 17 >= 350 > (small - 1) * 17
     assert f"raised to {small}" in caplog.text
-    for model, expected in (({"pretrain_epochs": 0}, 0),  # the paper's random start
-                            ({"pretrain_epochs": 50}, 50),
-                            ({"pretrain_epochs": 2, "min_pretrain_steps": 0}, 2)):  # as configured
-        assert pretrain_epochs_for({**config, "model": {**config["model"], **model}}, 500) == expected
+    assert pretrain_epochs_for({**config, "model": {"pretrain_epochs": 0}}, 500) == 0  # the paper's random start
+    assert pretrain_epochs_for({**config, "model": {"pretrain_epochs": 50}}, 500) == 50
+    exactly = {**config, "training": {**config["training"], "min_pretrain_steps": 0}}
+    assert pretrain_epochs_for(exactly, 500) == 10  # as configured

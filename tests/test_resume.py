@@ -24,8 +24,8 @@ CONFIG = {
     "data": {"simulate": {"n_cells": 240, "n_atac": 60, "n_rna": 30, "n_batches": 2}},
     "model": {"components": [{"name": "atac", "modalities": ["atac"], **TINY},
                              {"name": "rna", "modalities": ["rna"], "parents": ["atac"], **TINY}],
-              "pretrain_epochs": 1, "min_pretrain_steps": 0, "progressive_epochs": 2},
-    "training": {"epochs": 3, "batch_size": 64, "verbose": 0, "validation_split": 0.1,
+              "pretrain_epochs": 1, "progressive_epochs": 2},
+    "training": {"epochs": 3, "batch_size": 64, "min_pretrain_steps": 0, "verbose": 0, "validation_split": 0.1,
                  "early_stopping": {"patience": 2}},
     "output": {"embedding": "pca"},
 }

@@ -54,7 +54,7 @@ def batch_size_for(training: dict[str, Any], n_cells: int, log: bool = True) -> 
 
 def pretrain_epochs_for(config: dict[str, Any], n_cells: int) -> int:
     """``model.pretrain_epochs``, raised on small data so that pre-training takes at least
-    ``model.min_pretrain_steps`` steps at the batch size of :func:`batch_size_for`; 0 (the
+    ``training.min_pretrain_steps`` steps at the batch size of :func:`batch_size_for`; 0 (the
     paper's random start) stays 0.
 
     The default minimum, 350, is about the 370 steps that ``configs/snare.yaml``'s 10 epochs
@@ -64,14 +64,14 @@ def pretrain_epochs_for(config: dict[str, Any], n_cells: int) -> int:
     cells (NMI 0.44, 20-NN 0.51); at 350 steps (21 epochs) it holds 24-26% (NMI 0.47, 20-NN
     0.56; PCA 0.57). ``benchmarks/snare_clustering.py --n-cells 500``, README.
     """
-    epochs, minimum = int(config["model"]["pretrain_epochs"]), int(config["model"]["min_pretrain_steps"])
+    epochs, minimum = int(config["model"]["pretrain_epochs"]), int(config["training"]["min_pretrain_steps"])
     training = config["training"]
     n_train = n_cells - round(training["validation_split"] * n_cells)
     steps = math.ceil(max(n_train, 1) / batch_size_for(training, n_cells, log=False))
     needed = math.ceil(minimum / steps)
     if 0 < epochs < needed:
         logger.info("model.pretrain_epochs %d raised to %d: at %d steps per epoch, pre-training takes at least "
-                    "model.min_pretrain_steps = %d steps.", epochs, needed, steps, minimum)
+                    "training.min_pretrain_steps = %d steps.", epochs, needed, steps, minimum)
         return needed
     return epochs
 

@@ -31,7 +31,6 @@ SCHEMA: dict[str, Any] = {
         "training": ((str,), "sequential"),
         "progressive_epochs": ((int,), 5),
         "pretrain_epochs": ((int,), 10),
-        "min_pretrain_steps": ((int,), 350),
         "prior_em_iterations": ((int,), 100),
         "kl_warmup_epochs": ((int,), 0),
         "components": ((list,), None),
@@ -39,6 +38,7 @@ SCHEMA: dict[str, Any] = {
     "training": {
         "epochs": ((int,), 50),
         "batch_size": ((int,), 256),
+        "min_pretrain_steps": ((int,), 350),
         "learning_rate": ((float, int), 1e-3),
         "validation_split": ((float, int), 0.1),
         "early_stopping": ((dict, type(None)), {"patience": 10}),

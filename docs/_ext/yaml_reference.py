@@ -54,9 +54,6 @@ DESCRIPTIONS = {
     "model.progressive_epochs": "Epochs over which a component with parents is blended in (0: off).",
     "model.pretrain_epochs": "VaDE pre-training epochs per stage before the mixture prior is fitted to the "
                              "latents (0: the paper's random start).",
-    "model.min_pretrain_steps": "On small data, `cavachon-like train` raises `pretrain_epochs` so that "
-                                "pre-training takes at least this many optimiser steps (0: exactly "
-                                "`pretrain_epochs`).",
     "model.prior_em_iterations": "EM iterations of each stage's mixture prior on the posteriors as the "
                                  "stage ends (0: off).",
     "model.kl_warmup_epochs": "Epochs over which the KL weight ramps from 0 to 1 at the start of each "
@@ -94,6 +91,9 @@ DESCRIPTIONS = {
                                        "follows each modality's likelihood.",
     "training.epochs": "Epochs per stage (``--epochs`` replaces it).",
     "training.batch_size": "Cells per batch.",
+    "training.min_pretrain_steps": "On small data, `cavachon-like train` raises `pretrain_epochs` so that "
+                                "pre-training takes at least this many optimiser steps (0: exactly "
+                                "`pretrain_epochs`).",
     "training.learning_rate": "Adam's learning rate.",
     "training.validation_split": "Fraction of the cells held out for validation, in [0, 1).",
     "training.early_stopping": "Options of ``keras.callbacks.EarlyStopping``, on top of ``patience: 10``, "
