@@ -52,7 +52,8 @@ def cluster_scores(clusters: np.ndarray, labels: np.ndarray) -> dict[str, float]
     clusters = np.asarray(clusters).astype(str)
     counts = np.unique(clusters, return_counts=True)[1]
     f1 = best_f1(clusters, labels)
-    return {"clusters>=1%": int((counts >= 0.01 * len(clusters)).sum()), "largest cluster": counts.max() / len(clusters),
+    return {"clusters>=1%": int((counts >= 0.01 * len(clusters)).sum()),
+            "largest cluster": counts.max() / len(clusters),
             "NMI": normalized_mutual_info_score(labels, clusters), "mean F1": float(np.mean(list(f1.values()))),
             "Astro F1": f1.get("Astro", 0.0), "Pvalb F1": f1.get("Pvalb", 0.0)}
 
@@ -89,6 +90,7 @@ def main() -> int:
                         help="train each seed on a random subset of this many cells (default: all)")
     args = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {}
+    full = None  # the whole file, read once if subsets are drawn from it
     for seed in args.seeds:
         run = Path(args.out) / f"seed{seed}"
         if not (run / "result.h5mu").exists():
@@ -96,7 +98,7 @@ def main() -> int:
             if args.n_cells is not None:
                 source = str(run / "cells.h5mu")
                 run.mkdir(parents=True, exist_ok=True)
-                full = md.read_h5mu(args.data)
+                full = md.read_h5mu(args.data) if full is None else full
                 cells = np.sort(np.random.default_rng(seed).choice(full.n_obs, args.n_cells, replace=False))
                 full[cells].copy().write_h5mu(source)
             subprocess.run([sys.executable, "-m", "cavachon_like.cli", "train", args.config, "--data", source,

@@ -82,16 +82,18 @@ def main() -> None:
         reconstructed = model.get_normalized_expression(test, "rna", transform_batch="all")
         rows.setdefault("reconstruction from RNA (reference)", []).append(
             scores(np.log1p(reconstructed), observed[held_out], labels))
+        training = observed[train_idx]
         space = lsi(data.mod["atac"].X)
         neighbours = NearestNeighbors(n_neighbors=20).fit(space[train_idx]).kneighbors(space[held_out],
                                                                                       return_distance=False)
-        knn = observed[train_idx][neighbours].mean(1)
+        knn = training[neighbours].mean(1)
         rows.setdefault("20-NN training cells in ATAC LSI", []).append(scores(knn, observed[held_out], labels))
-        average = np.tile(observed[train_idx].mean(0), (len(held_out), 1))
+        mean_cell = training.mean(0)
+        average = np.tile(mean_cell, (len(held_out), 1))
         rows.setdefault("average training cell", []).append(scores(average, observed[held_out], labels))
         train_labels = data.obs[args.label].astype(str).to_numpy()[train_idx]
-        type_means = {t: observed[train_idx][train_labels == t].mean(0) for t in np.unique(train_labels)}
-        oracle = np.stack([type_means.get(t, observed[train_idx].mean(0)) for t in labels])
+        type_means = {t: training[train_labels == t].mean(0) for t in np.unique(train_labels)}
+        oracle = np.stack([type_means.get(t, mean_cell) for t in labels])
         rows.setdefault("true type's average (reads labels)", []).append(scores(oracle, observed[held_out], labels))
         print(f"{run_dir}: {len(held_out)} held-out cells", flush=True)
     for name, values in rows.items():

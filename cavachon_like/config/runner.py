@@ -41,10 +41,15 @@ SIMULATORS = {"cells": simulate, "binned": simulate_binned}
 MIN_STEPS_PER_EPOCH = 16
 
 
+def _training_cells(training: dict[str, Any], n_cells: int) -> int:
+    """The cells ``fit`` trains on: ``n_cells`` less the validation split."""
+    return n_cells - round(training["validation_split"] * n_cells)
+
+
 def batch_size_for(training: dict[str, Any], n_cells: int, log: bool = True) -> int:
     """``training["batch_size"]``, lowered on small data so that an epoch over the training cells
     (``n_cells`` less the validation split) takes at least :data:`MIN_STEPS_PER_EPOCH` steps."""
-    n_train = n_cells - round(training["validation_split"] * n_cells)
+    n_train = _training_cells(training, n_cells)
     size = max(1, min(int(training["batch_size"]), n_train // MIN_STEPS_PER_EPOCH))
     if log and size < training["batch_size"]:
         logger.info("training.batch_size %d lowered to %d: %d training cells, and an epoch takes at least %d steps.",
@@ -66,8 +71,8 @@ def pretrain_epochs_for(config: dict[str, Any], n_cells: int) -> int:
     """
     epochs, minimum = int(config["model"]["pretrain_epochs"]), int(config["training"]["min_pretrain_steps"])
     training = config["training"]
-    n_train = n_cells - round(training["validation_split"] * n_cells)
-    steps = math.ceil(max(n_train, 1) / batch_size_for(training, n_cells, log=False))
+    n_train = max(_training_cells(training, n_cells), 1)
+    steps = math.ceil(n_train / batch_size_for(training, n_cells, log=False))
     needed = math.ceil(minimum / steps)
     if 0 < epochs < needed:
         logger.info("model.pretrain_epochs %d raised to %d: at %d steps per epoch, pre-training takes at least "
