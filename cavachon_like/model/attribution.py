@@ -119,7 +119,7 @@ def conditional_attribution(
                 z_hat = module.hierarchical_encoder(z, parents, alpha=u)
             else:
                 z_hat = module.hierarchical_encoder(u, parents)
-            value = module.likelihoods[m].normalized_mean(module.decoders[m](z_hat, batch), library_size)
+            value = module.likelihoods[m].normalized_mean(module.decode(m, z_hat, batch), library_size)
             return tf.math.log1p(value) if transform == "log1p" else value
 
         @tf.function(reduce_retracing=True)

@@ -328,14 +328,16 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
 
     def predict_new(self, data: Any, modalities: Sequence[str] | None = None, components: Sequence[str] | None = None,
                     n_steps: int = DEFAULT_STEPS, learning_rate: float = DEFAULT_INFERENCE_RATE,
-                    batch_size: int = 256) -> dict[str, np.ndarray]:
+                    batch_size: int = 256, new_covariates: bool = False) -> dict[str, np.ndarray]:
         """Latents of cells the model was not trained on, for components without an encoder.
 
-        Each cell's latent ``z_<component>`` (cells x d) maximises ``log p(x | z) + log p(z)``
-        with the model frozen (multiDGD's inference): from the best prior mode, ``n_steps``
-        Adam steps at ``learning_rate``. Only ``modalities`` (default: every modality of the component that ``data``
-        has) enter ``p(x | z)``, so cells measured in one modality get a latent from which
-        the others are decoded. Nothing in the model changes.
+        Each cell's ``z_<component>`` (cells x d) maximises ``log p(x | z) + log p(z)`` with the
+        model frozen (multiDGD): from the best prior mode, ``n_steps`` Adam steps. Only
+        ``modalities`` (default: the component's that ``data`` has) enter ``p(x | z)``, so cells
+        measured in one modality get a latent from which the others are decoded. With a
+        covariate model also ``covariates_<component>``; cells of unseen batches are placed
+        naively or, with ``new_covariates``, under a new component per batch
+        (:func:`~cavachon_like.model.inference.infer_latents`). Nothing in the model changes.
         """
         names = components or [c for c, m in self.components.items() if m.posterior == "representation"]
         if not names:
@@ -345,8 +347,12 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
             if name not in self.components:
                 raise KeyError(f"unknown component {name!r}; the model has {list(self.components)}.")
             mods = None if modalities is None else [m for m in modalities if m in self.graph.modalities(name)]
-            result[f"z_{name}"] = infer_latents(self, data, name, modalities=mods, n_steps=n_steps,
-                                                learning_rate=learning_rate, batch_size=batch_size)
+            full = infer_latents(self, data, name, modalities=mods, n_steps=n_steps, learning_rate=learning_rate,
+                                 batch_size=batch_size, new_covariates=new_covariates)
+            d = self.components[name].latent_dim
+            result[f"z_{name}"] = full[:, :d]
+            if self.components[name].covariates is not None:
+                result[f"covariates_{name}"] = full[:, d:]
         return result
 
     def check_data(self, data: Any) -> None:

@@ -9,6 +9,7 @@ rows of the same cells in a few stacked decoder calls (cross-modal prediction us
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -110,7 +111,7 @@ def normalized_expression(model: Any, data: Any, modality: str, indices: Any = N
     """See :meth:`~cavachon_like.model.base.MultimodalModel.get_normalized_expression`."""
     component = model.graph.component_of(modality)
     module = model.components[component]
-    decoder, likelihood = module.decoders[modality], module.likelihoods[modality]
+    decoder, likelihood = partial(module.decode, modality), module.likelihoods[modality]
     codes = batch_codes(model, data, modality, transform_batch)
     cells = _positions(data, indices)
     if n_samples is not None and int(n_samples) < 1:
@@ -121,11 +122,12 @@ def normalized_expression(model: Any, data: Any, modality: str, indices: Any = N
         for inputs, outputs in _posterior_batches(model, data, component, cells, n_samples is not None, seed + s,
                                                   batch_size):
             z_hat = outputs[component]["z_hat"]
-            if codes is None:
-                rows = [inputs["batch"][modality]]
+            own = None
+            if codes is None:  # each cell's own batch (and, with a covariate model, its own covariate latents)
+                rows, own = [inputs["batch"][modality]], outputs[component].get("covariates")
             else:
                 rows = [tf.tile(tf.constant(code[None, :], tf.float32), [tf.shape(z_hat)[0], 1]) for code in codes]
-            decoded = [likelihood.normalized_mean(decoder(z_hat, batch), library_size) for batch in rows]
+            decoded = [likelihood.normalized_mean(decoder(z_hat, batch, own), library_size) for batch in rows]
             parts.append(tf.cast(tf.add_n(decoded) / len(decoded), tf.float32).numpy())
         n_features = int(model.modality_specs[modality]["n_features"])
         draws.append(np.concatenate(parts) if parts else np.zeros((0, n_features), np.float32))

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from ..data.backed import in_memory
 from ..data.groups import cell_positions
 from ..nn import as_dense, library_size
+from ..nn.covariates import MIN_VARIANCE
 from ..nn.representation import adam_step
 from .specs import check_feature_counts
 
@@ -30,6 +32,8 @@ DEFAULT_STEPS = 50
 #: steps at once against a fixed model and must cross the latent space (unit scale) within them;
 #: at 1e-2, 50 steps move a cell at most 0.5 from its starting mode.
 DEFAULT_INFERENCE_RATE = 0.1
+#: Rounds of fitting a new covariate component and inferring its cells (``new_covariates``).
+COVARIATE_ROUNDS = 3
 
 
 def check_sources(model: Any, data: Any, component: str, modalities: Sequence[str] | None) -> list[str]:
@@ -53,10 +57,19 @@ def check_sources(model: Any, data: Any, component: str, modalities: Sequence[st
 
 def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[str] | None = None,
                   n_steps: int = DEFAULT_STEPS, learning_rate: float = DEFAULT_INFERENCE_RATE,
-                  batch_size: int = 256) -> np.ndarray:
-    """Latents (cells x d, float32) of every cell of ``data`` for the learned-representation
-    ``component``, fitted against the frozen model from ``modalities`` (default: all of the
-    component's modalities that ``data`` has). Nothing of the model changes."""
+                  batch_size: int = 256, new_covariates: bool = False, rounds: int = COVARIATE_ROUNDS) -> np.ndarray:
+    """Latents (cells x table width, float32: the basal latent, then any covariate representations)
+    of every cell of ``data`` for the learned-representation ``component``, fitted against the
+    frozen model from ``modalities`` (default: all of the component's modalities that ``data``
+    has). Nothing of the model changes.
+
+    With a covariate model, a cell's covariate representation is scored under its category's
+    component; a category the model has not seen is scored under the mixture of the known ones
+    (multiDGD's naive integration) or, with ``new_covariates``, under a new component per unseen
+    category, fitted to those cells (paper 001, Fig. 5: everything else frozen): ``rounds``
+    alternations of inferring the cells and setting the new component's mean and variance to
+    their representations' (the maximum of the same objective in the component's parameters).
+    """
     module = model.components[component]
     if module.posterior != "representation":
         raise ValueError(f"component {component!r} has an encoder (posterior: {module.posterior}); its latents come "
@@ -71,11 +84,81 @@ def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[st
         raise ValueError(f"the latents of {component!r} depend on its ancestors {ancestors}, whose modalities "
                          f"{absent} the data lack.")
     loaded = list(dict.fromkeys(sources + mods))
-    dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=loaded,
-                              batch_categories={m: model.batch_categories[m] for m in loaded})
-    infer = _inference_step(model, component, tuple(mods), tuple(ancestors), int(n_steps), float(learning_rate),
-                            dataset.element_spec)
-    return np.concatenate([infer(inputs).numpy() for inputs in dataset]).astype(np.float32)
+    categories = {m: model.batch_categories[m] for m in loaded}
+    per_cell, unseen, codes = None, {}, {}
+    if module.covariates is not None:
+        codes, unseen = covariate_codes(model, data, component, new_covariates=False)
+        per_cell = {"covariate_codes": codes}
+        for m in mods:  # the decoders read covariate latents, so unseen categories need no one-hot column
+            if m not in sources:
+                categories[m] = {col: list(cats) + [c for c in unseen.get(col, []) if c not in cats]
+                                 for col, cats in categories[m].items()}
+
+    def run(per_cell: dict | None, extra: dict | None) -> np.ndarray:
+        dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=loaded,
+                                  batch_categories=categories, per_cell=per_cell)
+        infer = _inference_step(model, component, tuple(mods), tuple(ancestors), int(n_steps), float(learning_rate),
+                                dataset.element_spec)
+        return np.concatenate([infer(inputs, _extra_tensors(module, extra)).numpy() for inputs in dataset])
+
+    result = run(per_cell, None)  # unseen categories under the known ones' mixture: naive integration
+    if new_covariates and unseen:
+        codes, _ = covariate_codes(model, data, component, new_covariates=True)
+        for _ in range(int(rounds)):  # new components at their cells' representations, then the cells again
+            result = run({"covariate_codes": codes}, _fitted_components(module, result, codes, unseen))
+    return result.astype(np.float32)
+
+
+def covariate_codes(model: Any, data: Any, component: str, new_covariates: bool
+                    ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Each cell's category code per batch column of a component's covariate model (the
+    model's index; for a category it has not seen, -1, or with ``new_covariates`` ``C + j`` for
+    the j-th unseen category) and the unseen categories per column."""
+    module = model.components[component]
+    codes, unseen = {}, {}
+    for col in module.covariates.columns:
+        m = next((m for m in module.modalities if m in data.mod and col in model.batch_categories[m]), None)
+        if m is None:
+            raise ValueError(f"component {component!r} models batch column {col!r}, which none of its modalities in "
+                             f"the data ({[m for m in module.modalities if m in data.mod]}) has.")
+        if col not in data.mod[m].obs:
+            raise ValueError(f"modality {m!r} of the data lacks the batch column {col!r} that the covariate model of "
+                             f"{component!r} reads; add it to .obs (any value: unseen ones are placed as new batches).")
+        known = list(model.batch_categories[m][col])
+        values = data.mod[m].obs[col].astype(str).to_numpy()
+        codes[col] = pd.Categorical(values, categories=known).codes.astype(np.int32)
+        new = sorted(set(values[codes[col] < 0]))
+        if new:
+            unseen[col] = new
+            if new_covariates:
+                codes[col] = np.where(codes[col] < 0, len(known) + pd.Categorical(values, categories=new).codes,
+                                      codes[col]).astype(np.int32)
+    return codes, unseen
+
+
+def _extra_tensors(module: Any, extra: dict | None) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
+    """The new covariate components as the inference step's input (an empty (0, dim) pair per column without)."""
+    if module.covariates is None:
+        return {}
+    empty = np.zeros((0, module.covariates.dim), np.float32)
+    return {col: tuple(tf.constant(a, tf.float32) for a in (extra or {}).get(col, (empty, empty)))
+            for col in module.covariates.columns}
+
+
+def _fitted_components(module: Any, latents: np.ndarray, codes: dict[str, np.ndarray],
+                       unseen: dict[str, list[str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and variance (floored) of each new category's cells' covariate representations."""
+    covariates = module.covariates
+    start, fitted = module.latent_dim, {}
+    for i, col in enumerate(covariates.columns):
+        if col not in unseen:
+            continue
+        block = latents[:, start + i * covariates.dim:start + (i + 1) * covariates.dim]
+        n_known = covariates.columns[col]
+        means = np.stack([block[codes[col] == n_known + j].mean(0) for j in range(len(unseen[col]))])
+        variances = np.stack([block[codes[col] == n_known + j].var(0) for j in range(len(unseen[col]))])
+        fitted[col] = (means.astype(np.float32), np.maximum(variances, MIN_VARIANCE).astype(np.float32))
+    return fitted
 
 
 def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors: tuple[str, ...], n_steps: int,
@@ -94,38 +177,69 @@ def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors
     if key in cache:
         return cache[key]
     module = model.components[component]
-    table = module.encoder
+    table, covariates, d = module.encoder, module.covariates, module.latent_dim
 
-    def cell_loss(z: tf.Tensor, inputs: dict, parents: list[tf.Tensor]) -> tf.Tensor:
+    def cell_loss(full: tf.Tensor, inputs: dict, parents: list[tf.Tensor], extra: dict) -> tf.Tensor:
+        z, own = full[:, :d], None
         z_hat = module.hierarchical_encoder(tf.cast(z, module.compute_dtype), parents)
         loss = -module.prior.log_prob(z)
+        if covariates is not None:
+            own = full[:, d:]
+            loss -= covariates.log_prob(own, inputs["covariate_codes"], extra)
         for m in mods:
             likelihood = module.likelihoods[m]
             x = inputs["x"][m]
-            raw = module.decoders[m](z_hat, inputs["batch"][m])
-            params = likelihood.constrain(raw, library_size(x))
+            params = likelihood.constrain(module.decode(m, z_hat, inputs["batch"][m], own), library_size(x))
             log_prob = likelihood.log_prob(x if likelihood.accepts_sparse else as_dense(x), params)
             if "measured" in inputs:  # mosaic data: an unmeasured modality's empty row is no evidence
                 log_prob = log_prob * inputs["measured"][m]
             loss -= log_prob
         return loss
 
-    @tf.function(input_signature=[spec])
-    def infer(inputs: dict) -> tf.Tensor:
+    def start(inputs: dict, parents: list[tf.Tensor], extra: dict, n: tf.Tensor) -> tf.Tensor:
+        """The best prior mode per cell: the loss at every mode, the lowest wins (then, with a
+        covariate model, the best known category for cells of an unseen one, column by column)."""
+        modes = tf.cast(module.prior.modes(), tf.float32)
+        own = tf.zeros([n, 0])
+        if covariates is not None:
+            parts = []
+            for col, code in inputs["covariate_codes"].items():
+                means = tf.concat([tf.convert_to_tensor(covariates.means[col]), extra[col][0]], axis=0)
+                centre = tf.reduce_mean(tf.convert_to_tensor(covariates.means[col]), axis=0)
+                parts.append(tf.where((code >= 0)[:, None], tf.gather(means, tf.maximum(code, 0)), centre))
+            own = tf.concat(parts, axis=-1)
+        losses = tf.map_fn(lambda mode: cell_loss(tf.concat([tf.tile(mode[None, :], [n, 1]), own], -1), inputs,
+                                                  parents, extra), modes)
+        z = tf.gather(modes, tf.argmin(losses, axis=0))
+        for i, (col, code) in enumerate(inputs["covariate_codes"].items() if covariates is not None else []):
+            columns = slice(i * covariates.dim, (i + 1) * covariates.dim)
+            known = tf.convert_to_tensor(covariates.means[col])
+
+            def at(mean: tf.Tensor) -> tf.Tensor:
+                trial = tf.concat([own[:, :columns.start], tf.tile(mean[None, :], [n, 1]), own[:, columns.stop:]], -1)
+                return cell_loss(tf.concat([z, trial], -1), inputs, parents, extra)
+
+            best = tf.gather(known, tf.argmin(tf.map_fn(at, known), axis=0))
+            chosen = tf.where((code < 0)[:, None], best, own[:, columns])
+            own = tf.concat([own[:, :columns.start], chosen, own[:, columns.stop:]], -1)
+        return tf.concat([z, own], -1)
+
+    dim = covariates.dim if covariates is not None else 0
+    extra_spec = {col: (tf.TensorSpec([None, dim], tf.float32),) * 2 for col in (covariates.columns if dim else [])}
+
+    @tf.function(input_signature=[spec, extra_spec])
+    def infer(inputs: dict, extra: dict) -> tf.Tensor:
         parents: list[tf.Tensor] = []
         if ancestors:
             outputs = model(inputs, training=False, sample=False, components=list(ancestors), decode=False)
             parents = [outputs[p][module.conditioned_on] for p in module.parents]
         n = tf.shape(inputs["batch"][mods[0]])[0]
-        # The best mode per cell: the loss at every mode, the lowest wins.
-        modes = tf.cast(module.prior.modes(), tf.float32)
-        losses = tf.map_fn(lambda mode: cell_loss(tf.tile(mode[None, :], [n, 1]), inputs, parents), modes)
-        z = tf.gather(modes, tf.argmin(losses, axis=0))
+        z = start(inputs, parents, extra, n)
         first, second = tf.zeros_like(z), tf.zeros_like(z)
         for step in tf.range(1, n_steps + 1):
             with tf.GradientTape() as tape:
                 tape.watch(z)
-                loss = tf.reduce_sum(cell_loss(z, inputs, parents))
+                loss = tf.reduce_sum(cell_loss(z, inputs, parents, extra))
             steps = tf.fill([n], tf.cast(step, tf.float32))
             z, first, second = adam_step(z, tape.gradient(loss, z), first, second, steps, learning_rate,
                                          table.beta_1, table.beta_2, table.epsilon)
@@ -153,26 +267,29 @@ def predict_from_representation(model: Any, data: Any, target: str, library_size
         raise ValueError(f"modality {target!r} is decoded from component {component!r}, whose other modalities "
                          f"({[m for m in module.modalities if m != target]}) the data lack: nothing to infer its "
                          "latent from.")
-    z = infer_latents(model, data, component, modalities=sources)
+    latents = infer_latents(model, data, component, modalities=sources)
     codes = target_batches(model, data, target, transform_batch)
     ancestors = [c for c in model.graph.order if c in model.graph.closure([component]) and c != component]
     loaded = list(dict.fromkeys([m for c in ancestors for m in model.graph.modalities(c)] + sources
                                 + ([target] if codes is None else [])))
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=loaded,
                               batch_categories={m: model.batch_categories[m] for m in loaded},
-                              per_cell={"latent": {component: z}})
-    decoder, likelihood = module.decoders[target], module.likelihoods[target]
+                              per_cell={"latent": {component: latents}})
+    likelihood, d = module.likelihoods[target], module.latent_dim
     parts = []
     for inputs in dataset:
         parents: list[tf.Tensor] = []
         if ancestors:
             outputs = model(inputs, training=False, sample=False, components=ancestors, decode=False)
             parents = [outputs[p][module.conditioned_on] for p in module.parents]
-        z_hat = module.hierarchical_encoder(tf.cast(inputs["latent"][component], module.compute_dtype), parents)
+        full = tf.cast(inputs["latent"][component], module.compute_dtype)
+        z_hat = module.hierarchical_encoder(full[:, :d], parents)
         n = tf.shape(z_hat)[0]
+        own = full[:, d:] if codes is None and module.covariates is not None else None  # its own covariate latents
         rows = ([inputs["batch"][target]] if codes is None
                 else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes])
-        mean = tf.add_n([likelihood.normalized_mean(decoder(z_hat, row), library_size) for row in rows]) / len(rows)
+        mean = tf.add_n([likelihood.normalized_mean(module.decode(target, z_hat, row, own), library_size)
+                         for row in rows]) / len(rows)
         parts.append(tf.cast(mean, tf.float32).numpy())
     return np.concatenate(parts)
 
@@ -225,8 +342,7 @@ def per_cell_inputs(model: Any, data: Any, indices: Any, training: bool) -> dict
                 table.assign_cells(data.obs_names)
             untrained = not np.asarray(table.steps).any() and not np.asarray(table.embeddings).any()
             if table.start == "pca" and untrained:  # start from the data (once: fit makes two datasets)
-                start = pca_start(data, model.graph.modalities(name), table.latent_dim, table.start_scale,
-                                  seed=model.seed or 0)
+                start = _table_start(model, data, name)
                 rows = table.rows_of(data.obs_names)
                 known = rows >= 0
                 values = np.asarray(table.embeddings).copy()
@@ -244,6 +360,23 @@ def per_cell_inputs(model: Any, data: Any, indices: Any, training: bool) -> dict
     return {"latent": {name: stored_or_inferred(model, data, name, cells) for name in tables}}
 
 
+def _table_start(model: Any, data: Any, component: str) -> np.ndarray:
+    """Where the rows of a component's table start: :func:`pca_start` for the basal latent, and
+    each cell's covariate representations at its categories' component means."""
+    module = model.components[component]
+    table = module.encoder
+    start = np.zeros((data.n_obs, table.latent_dim), np.float32)
+    start[:, :module.latent_dim] = pca_start(data, model.graph.modalities(component), module.latent_dim,
+                                             table.start_scale, seed=model.seed or 0)
+    if module.covariates is not None:
+        codes, _ = covariate_codes(model, data, component, new_covariates=False)
+        for i, (col, code) in enumerate(codes.items()):
+            means = np.asarray(module.covariates.means[col])
+            dims = slice(module.latent_dim + i * module.covariates.dim, module.latent_dim + (i + 1) * module.covariates.dim)
+            start[:, dims] = means[np.maximum(code, 0)]
+    return start
+
+
 def stored_or_inferred(model: Any, data: Any, component: str, cells: np.ndarray) -> np.ndarray:
     """Latents (n_obs x d) of a learned-representation component: learned rows where cells have one,
     inferred from all the component's modalities for the cells of ``cells`` that have none."""
@@ -254,5 +387,5 @@ def stored_or_inferred(model: Any, data: Any, component: str, cells: np.ndarray)
     latents[known] = np.asarray(table.embeddings)[rows[known]]
     new = cells[~known[cells]]
     if new.size:
-        latents[new] = model.predict_new(data[new], components=[component])[f"z_{component}"]
+        latents[new] = infer_latents(model, data[new], component)
     return latents

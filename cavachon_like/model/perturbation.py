@@ -98,8 +98,8 @@ def _mean_change(model: Any, module: Any, data: Any, cells: np.ndarray, group: n
     source_lik, target_lik = module.likelihoods[source], module.likelihoods[target]
     n_features = int(module.modality_specs[source]["n_features"])
     for inputs in model.make_dataset(data, batch_size=batch_size, shuffle=False, indices=cells):
-        latents = model(inputs, training=False, sample=False, components=[name], decode=False)[name]["z"]
-        z = tf.cast(latents, tf.float32)
+        outputs = model(inputs, training=False, sample=False, components=[name], decode=False)[name]
+        z, covariates = tf.cast(outputs["z"], tf.float32), outputs.get("covariates")  # the step moves z alone
         parents = []
         if module.parents:
             ancestors = model(inputs, training=False, sample=False, components=module.parents, decode=False)
@@ -108,15 +108,16 @@ def _mean_change(model: Any, module: Any, data: Any, cells: np.ndarray, group: n
         with tf.GradientTape() as tape:
             tape.watch(z)
             z_hat = module.hierarchical_encoder(tf.cast(z, module.compute_dtype), parents)
-            params = source_lik.constrain(module.decoders[source](z_hat, inputs["batch"][source]), library_size_of(x))
+            params = source_lik.constrain(module.decode(source, z_hat, inputs["batch"][source], covariates),
+                                         library_size_of(x))
             silenced = {k: tf.gather(v, group, axis=-1) if v.shape.rank and v.shape[-1] == n_features else v
                         for k, v in params.items()}
             loss = -tf.reduce_sum(source_lik.log_prob(tf.zeros([tf.shape(z)[0], len(group)]), silenced))
         gradient = tape.gradient(loss, z)
         z_ko = z - learning_rate * gradient / (tf.abs(gradient) + 1e-8)
 
-        decoded = [tf.cast(target_lik.normalized_mean(module.decoders[target](
-            module.hierarchical_encoder(tf.cast(latent, module.compute_dtype), parents), inputs["batch"][target]),
-            library_size), tf.float32) for latent in (z, z_ko)]
+        decoded = [tf.cast(target_lik.normalized_mean(module.decode(
+            target, module.hierarchical_encoder(tf.cast(latent, module.compute_dtype), parents),
+            inputs["batch"][target], covariates), library_size), tf.float32) for latent in (z, z_ko)]
         total += tf.reduce_sum(decoded[0] - decoded[1], axis=0).numpy()
     return (total / len(cells)).astype(np.float32)

@@ -13,6 +13,7 @@ experts of the modalities the cells have (and the parents, if any, enter as abov
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -112,7 +113,7 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
     check_feature_counts(model.modality_specs, data, sources)
     _check_sources(model, data, ancestors, experts, target)
     codes = target_batches(model, data, target, transform_batch)
-    decoder, likelihood = module.decoders[target], module.likelihoods[target]
+    decoder, likelihood = partial(module.decode, target), module.likelihoods[target]
     modalities = sources + ([target] if codes is None else [])
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=modalities,
                               batch_categories={m: model.batch_categories[m] for m in modalities})

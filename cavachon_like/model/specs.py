@@ -283,6 +283,7 @@ def make_component(name: str, by_name: Mapping[str, dict[str, Any]], modality_sp
                     "likelihood": modality_specs[m]["likelihood"],
                     "n_features": modality_specs[m]["n_features"],
                     "n_batch": sum(len(v) for v in modality_specs[m]["batch_categories"].values()),
+                    "batch_columns": {k: len(v) for k, v in modality_specs[m]["batch_categories"].items()},
                 }
                 for m in spec["modalities"]
             },

@@ -127,8 +127,9 @@ class TrainingSteps:
 
     def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """Float32 posterior means of a batch for ``predict``: ``z_<c>``, ``z_hat_<c>``, when the
-        prior clusters ``cluster_probabilities_<c>``, and for a quantised latent ``code_<c>``
-        (int32, the codebook index of the cell's code)."""
+        prior clusters ``cluster_probabilities_<c>``, for a quantised latent ``code_<c>``
+        (int32, the codebook index of the cell's code), and with a covariate model
+        ``covariates_<c>`` (each cell's covariate representations)."""
         outputs = self(data, training=False, sample=False, decode=False)
         result = {}
         for name, out in outputs.items():
@@ -141,4 +142,6 @@ class TrainingSteps:
                 )
             if "codes" in out:
                 result[f"code_{name}"] = out["codes"]
+            if "covariates" in out:
+                result[f"covariates_{name}"] = tf.cast(out["covariates"], tf.float32)
         return result

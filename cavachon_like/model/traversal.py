@@ -11,6 +11,7 @@ means over the batches (as ``get_normalized_expression(..., transform_batch="all
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -142,7 +143,7 @@ def latent_traversal(model: Any, data: Any, latent: str, n_steps: int = 21, span
     z_hat = module.hierarchical_encoder(z, parents)
     decoded = {}
     for m, rows in codes.items():
-        decoder, likelihood = module.decoders[m], module.likelihoods[m]
+        decoder, likelihood = partial(module.decode, m), module.likelihoods[m]
         means = [likelihood.normalized_mean(decoder(z_hat, tf.tile(tf.constant(row[None, :], tf.float32), [n, 1])),
                                             library_size) for row in rows]
         values = tf.cast(tf.add_n(means) / len(means), tf.float32).numpy()

@@ -14,6 +14,7 @@ from ..nn import (
     ENCODERS,
     HIERARCHICAL_ENCODERS,
     PREPROCESSORS,
+    CovariateModel,
     MixtureOfExperts,
     ProductOfExperts,
     LearnedRepresentation,
@@ -75,7 +76,11 @@ class Component(keras.layers.Layer):
     representation
         Options of :class:`~cavachon_like.nn.LearnedRepresentation` for
         ``posterior="representation"``: ``n_cells`` (required; ``CAVACHON.from_data``
-        fills it in), ``learning_rate``, ``beta_1``, ``beta_2``.
+        fills it in), ``learning_rate``, ``beta_1``, ``beta_2``, and ``covariate_dim``
+        (multiDGD's covariate model, :class:`~cavachon_like.nn.CovariateModel`: each batch
+        column gets a per-cell representation of this dimension with a supervised mixture
+        prior, read by the decoders instead of the batch one-hot; 0, the default, keeps the
+        one-hot). The modality specs then need ``batch_columns`` (``{column: n_categories}``).
     expert_alignment
         For ``poe``/``moe``: weight of a penalty, added to the ``kl`` term, on the symmetric
         KL divergence between the experts of each pair of modalities a cell has (MultiVI's
@@ -161,8 +166,11 @@ class Component(keras.layers.Layer):
             )
             for m, lik in self.likelihoods.items()
         }
+        self.covariates = self._covariate_model()
         if posterior == "representation":
-            self.encoder = LearnedRepresentation(latent_dim=self.latent_dim, **self.representation, name="encoder")
+            table = {k: v for k, v in self.representation.items() if k != "covariate_dim"}
+            width = self.latent_dim + (self.covariates.width if self.covariates else 0)
+            self.encoder = LearnedRepresentation(latent_dim=width, **table, name="encoder")
         elif posterior in EXPERT_POSTERIORS:
             options = {"seed": seed, **self.quantizer} if posterior == "vq" else {}
             self.encoder = EXPERT_POSTERIORS[posterior](
@@ -192,6 +200,23 @@ class Component(keras.layers.Layer):
         # The KL of the pre-training phase (fit): no weights, so nothing to save.
         self.pretrain_prior = StandardNormalPrior(self.latent_dim, name="pretrain_prior")
         self.noise = keras.random.SeedGenerator(seed)
+
+    def _covariate_model(self) -> CovariateModel | None:
+        """The covariate model over the batch columns of every modality (``covariate_dim``), or None."""
+        dim = int(self.representation.get("covariate_dim") or 0)
+        if not dim:
+            return None
+        layouts = {m: dict(spec.get("batch_columns") or {}) for m, spec in self.modality_specs.items()}
+        return CovariateModel(layouts, dim=dim, n_cells=self.representation["n_cells"], name="covariates")
+
+    def decode(self, modality: str, z_hat: tf.Tensor, batch: tf.Tensor,
+               covariates: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The raw likelihood parameters of ``modality`` from ``z_hat`` (B, d) and its batch one-hot
+        (B, n_batch); with a covariate model, from the covariate representations instead
+        (:meth:`~cavachon_like.nn.CovariateModel.condition`: the cells' own ``covariates``, when given)."""
+        if self.covariates is not None:
+            batch = tf.cast(self.covariates.condition(modality, batch, covariates), z_hat.dtype)
+        return self.decoders[modality](z_hat, batch)
 
     @property
     def modalities(self) -> list[str]:
@@ -265,8 +290,11 @@ class Component(keras.layers.Layer):
         self.hierarchical_encoder.build(latent, list(parents_shape))
         self.prior.build(latent)
         self.pretrain_prior.build(latent)
+        if self.covariates is not None:
+            self.covariates.build()
         for m in mods:
-            self.decoders[m].build(latent, batch_shape[m])
+            condition = batch_shape[m] if self.covariates is None else (None, self.covariates.condition_width(m))
+            self.decoders[m].build(latent, condition)
 
     def call(
         self,
@@ -363,11 +391,17 @@ class Component(keras.layers.Layer):
             raise ValueError(f"component {self.name!r} learns one latent per cell (posterior: representation), so it "
                              "needs each cell's row (`index`) or latent: build the batches with the model's "
                              "make_dataset, which infers the latents of new cells (predict_new).")
-        z = tf.cast(latent, self.compute_dtype) if latent is not None else self.encoder(index)
+        full = tf.cast(latent, self.compute_dtype) if latent is not None else self.encoder(index)
+        z, covariates = full[:, :self.latent_dim], None
         z_hat = self.hierarchical_encoder(z, parents)
         outputs = {"z_mean": z, "z_var": tf.zeros_like(z), "z": z, "z_hat": z_hat}
+        if self.covariates is not None:
+            covariates = full[:, self.latent_dim:]
+            outputs["covariates"] = covariates
+            outputs["covariate_log_prob"] = (self.covariates.log_prob(covariates, self.covariates.codes(batch))
+                                             + self.covariates.parameter_log_prior() / self.covariates.n_cells)
         if decode:
-            outputs["raw"] = {m: self.decoders[m](z_hat, batch[m]) for m in self.modalities}
+            outputs["raw"] = {m: self.decode(m, z_hat, batch[m], covariates) for m in self.modalities}
             outputs["library_size"] = sizes
         return outputs
 
@@ -448,7 +482,7 @@ class Component(keras.layers.Layer):
             terms = stratified_terms(self.likelihoods, x, outputs["experts"], params, prior)
         else:
             if self.posterior == "representation":  # a point estimate (MAP): its prior term is -log p(z)
-                kl = -prior.log_prob(tf.cast(outputs["z"], tf.float32))
+                kl = -prior.log_prob(tf.cast(outputs["z"], tf.float32)) - outputs.get("covariate_log_prob", 0.0)
             else:
                 kl, _ = prior.kl_divergence(outputs["z_mean"], outputs["z_var"], outputs["z"])
                 if flags is not None:  # a cell none of whose modalities is measured has no posterior here

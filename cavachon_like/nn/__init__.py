@@ -1,5 +1,6 @@
-"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, vector quantisation, learned representations, decoders."""
+"""Neural-network building blocks (Keras layers): preprocessors, encoders, products and mixtures of experts, vector quantisation, learned representations and their covariate model, decoders."""
 from .conv import Conv1DDecoder, Conv1DEncoder
+from .covariates import CovariateModel
 from .decoder import DECODERS, Decoder
 from .encoder import ENCODERS, Encoder
 from .hierarchical_encoder import HIERARCHICAL_ENCODERS, HierarchicalEncoder
@@ -20,6 +21,7 @@ __all__ = [
     "PREPROCESSORS",
     "Conv1DDecoder",
     "Conv1DEncoder",
+    "CovariateModel",
     "Decoder",
     "Encoder",
     "HierarchicalEncoder",

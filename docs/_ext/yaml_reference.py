@@ -77,7 +77,10 @@ DESCRIPTIONS = {
                                      ":class:`~cavachon_like.module.Component`).",
     "model.components[].representation": "Options of the per-cell latent table for ``posterior: "
                                           "representation`` (multiDGD; ``n_cells`` comes from the data; "
-                                          "``learning_rate``, ``beta_1``, ``beta_2`` of its per-row Adam).",
+                                          "``learning_rate``, ``beta_1``, ``beta_2`` of its per-row Adam; "
+                                          "``covariate_dim``: multiDGD's covariate model, a supervised "
+                                          "representation of this size per batch column that the decoders read "
+                                          "instead of the batch one-hot, default 0: off).",
     "model.components[].prior": "A prior name or ``{class: name, **options}`` (`Priors`_); ``null``: the "
                                 "mixture of Gaussians.",
     "model.components[].n_clusters": "K of the mixture prior; default ``2 * latent_dim + 1``.",
