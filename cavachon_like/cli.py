@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--reindex", action="store_true",
                        help="take the run's features by name, filling missing ones with zeros "
                        "(default: features that differ from the run's are an error)")
+    query.add_argument("--new-covariates", action="store_true",
+                       help="models without encoders (multiDGD with its covariate model): place each new batch "
+                       "under a new covariate component fitted to its cells (default: naive integration)")
     query.add_argument("--model-out", help="also save the model extended with the new batches (.keras)")
 
     analyze = commands.add_parser("analyze", parents=[common],
@@ -296,6 +299,8 @@ def _map_query(args: argparse.Namespace) -> int:
     from .analysis.query import map_query_run
 
     options = {k: getattr(args, k) for k in ("latent", "n_neighbors", "epochs") if getattr(args, k) is not None}
+    if args.new_covariates:
+        options["new_covariates"] = True
     try:  # the input is read and checked (as InputError) before anything trains
         result = map_query_run(args.run_dir, args.data, out=args.out, label_key=args.label_key,
                                model_out=args.model_out, reindex=args.reindex, **options)

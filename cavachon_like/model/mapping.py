@@ -294,18 +294,20 @@ class QueryMapping:
     @classmethod
     def from_model(cls, model: MultimodalModel, query: Any, reference: Any = None, label_key: str | None = None,
                    latent: str | None = None, n_neighbors: int = DEFAULT_QUERY_NEIGHBORS, batch_size: int = 1024,
-                   **details: Any) -> QueryMapping:
+                   latents: dict[str, np.ndarray] | None = None, **details: Any) -> QueryMapping:
         """Latents, clusters and transferred labels of ``query`` under ``model`` (a mapped model).
 
-        Uses only the public interface, so every family shares it. ``details``
-        (``new_categories``, ``history``, ...) are stored as they are; ``seconds``
+        Uses only the public interface, so every family shares it. ``latents`` are the
+        query's, when already computed (default: ``get_latent_representation(query)``).
+        ``details`` (``new_categories``, ``history``, ...) are stored as they are; ``seconds``
         is added to the time this takes.
         """
         import time
 
         started = time.perf_counter()
         latent = cls.check_options(model, reference, label_key, latent, n_neighbors)
-        latents = model.get_latent_representation(query, batch_size=batch_size)
+        if latents is None:
+            latents = model.get_latent_representation(query, batch_size=batch_size)
         prefix = "cluster_probabilities_"
         clusters = {k[len(prefix):]: np.asarray(v).argmax(axis=1) for k, v in latents.items() if k.startswith(prefix)}
         result = cls(model=model, latents=latents, clusters=clusters, latent=latent, label_key=label_key,

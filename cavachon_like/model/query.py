@@ -293,6 +293,7 @@ def map_query(
     init: str = "mean",
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: Any = 0,
+    new_covariates: bool = False,
 ) -> QueryMapping:
     """:meth:`CAVACHON.map_query <cavachon_like.model.CAVACHON.map_query>`: extend, train the new rows, map.
 
@@ -313,6 +314,12 @@ def map_query(
         Start of the new rows: ``"mean"`` of the column's reference rows, or ``"zeros"``.
     callbacks, verbose
         As in ``fit`` (e.g. ``EarlyStopping`` on ``loss``).
+    new_covariates
+        For a model without encoders (multiDGD, ``posterior: representation``): nothing is
+        extended or trained; the query's latents are inferred against the frozen model
+        (``predict_new``), cells of batches it has not seen placed under the known batches'
+        covariate components (naive integration) or, with ``new_covariates``, a new one per
+        batch (this needs the covariate model, ``representation: {covariate_dim: ...}``).
 
     Returns
     -------
@@ -322,10 +329,9 @@ def map_query(
         batches, which is logged).
     """
     started = time.perf_counter()
-    encoder_free = [c for c, comp in model.components.items() if comp.posterior == "representation"]
-    if encoder_free:
-        raise InputError(f"components {encoder_free} have no encoder (posterior: representation), so there are no batch "
-                         "weights to add: place new cells with model.predict_new instead.")
+    if any(comp.posterior == "representation" for comp in model.components.values()):
+        return _placed(model, query, reference, label_key, latent, n_neighbors, reindex, batch_size, new_covariates,
+                       started)
     if init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {init!r}.")
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -353,6 +359,35 @@ def map_query(
     return QueryMapping.from_model(mapped, query, reference, label_key, latent=latent, n_neighbors=n_neighbors,
                                    batch_size=batch_size, new_categories=new, known_categories=known,
                                    history=history, seconds=time.perf_counter() - started)
+
+
+def _placed(model: Any, query: Any, reference: Any, label_key: str | None, latent: str | None, n_neighbors: int,
+            reindex: bool, batch_size: int, new_covariates: bool, started: float) -> QueryMapping:
+    """:func:`map_query` for a model without encoders: the query's latents by ``predict_new``."""
+    with_encoder = [c for c, comp in model.components.items() if comp.posterior != "representation"]
+    if with_encoder:
+        raise InputError(f"components {with_encoder} have encoders and the others none; map_query handles models "
+                         "whose components all have encoders (scArches' surgery) or none (predict_new).")
+    if reference is not None:
+        query = align_features(query, reference, reindex=reindex, modalities=model.modality_names)
+    QueryMapping.check_options(model, reference, label_key, latent, n_neighbors)
+    new, known = query_categories(model, query)
+    one_hot = [c for c, comp in model.components.items() if comp.covariates is None]
+    if new and one_hot:
+        raise InputError(f"the query has batches the model has not seen ({_describe(new)}) and components {one_hot} "
+                         "read the batch as a one-hot, which has no column for them: train with representation: "
+                         "{covariate_dim: 2} (multiDGD's covariate model), which places such cells naively or under "
+                         "a new covariate component (new_covariates=True).")
+    logger.info("placing the query by inference against the frozen model%s", f" (new batches: {_describe(new)}, "
+                f"{'a new covariate component each' if new_covariates else 'naive integration'})" if new else "")
+    latents = model.predict_new(query, new_covariates=new_covariates, batch_size=min(batch_size, 256))
+    for c in model.latent_names:
+        prior = model.components[c].prior
+        if getattr(prior, "n_clusters", None):
+            latents[f"cluster_probabilities_{c}"] = prior.cluster_probabilities(latents[f"z_{c}"]).numpy()
+    return QueryMapping.from_model(model, query, reference, label_key, latent=latent, n_neighbors=n_neighbors,
+                                   batch_size=batch_size, latents=latents, new_categories=new, known_categories=known,
+                                   seconds=time.perf_counter() - started)
 
 
 def _describe(categories: Categories) -> str:
