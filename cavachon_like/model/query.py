@@ -329,9 +329,6 @@ def map_query(
         batches, which is logged).
     """
     started = time.perf_counter()
-    if any(comp.posterior == "representation" for comp in model.components.values()):
-        return _placed(model, query, reference, label_key, latent, n_neighbors, reindex, batch_size, new_covariates,
-                       started)
     if init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {init!r}.")
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -345,6 +342,9 @@ def map_query(
         # a warning: a new library that reuses a known name would silently be read as that batch
         logger.warning("the query has batch categories the model already knows, mapped as those batches (rename them "
                        "if they are new batches): %s", _describe(known))
+    if any(comp.posterior == "representation" for comp in model.components.values()):
+        return _placed(model, query, reference, label_key, latent, n_neighbors, batch_size, new, known,
+                       new_covariates, started)
     if not new:
         logger.info("the query has no new batch category: it is mapped by the model as it is, nothing trains")
         mapped, history = model, None
@@ -362,16 +362,12 @@ def map_query(
 
 
 def _placed(model: Any, query: Any, reference: Any, label_key: str | None, latent: str | None, n_neighbors: int,
-            reindex: bool, batch_size: int, new_covariates: bool, started: float) -> QueryMapping:
+            batch_size: int, new: Categories, known: Categories, new_covariates: bool, started: float) -> QueryMapping:
     """:func:`map_query` for a model without encoders: the query's latents by ``predict_new``."""
     with_encoder = [c for c, comp in model.components.items() if comp.posterior != "representation"]
     if with_encoder:
         raise InputError(f"components {with_encoder} have encoders and the others none; map_query handles models "
                          "whose components all have encoders (scArches' surgery) or none (predict_new).")
-    if reference is not None:
-        query = align_features(query, reference, reindex=reindex, modalities=model.modality_names)
-    QueryMapping.check_options(model, reference, label_key, latent, n_neighbors)
-    new, known = query_categories(model, query)
     one_hot = [c for c, comp in model.components.items() if comp.covariates is None]
     if new and one_hot:
         raise InputError(f"the query has batches the model has not seen ({_describe(new)}) and components {one_hot} "
