@@ -14,25 +14,60 @@ validation (its own split), through the public model interface only:
 - ``20-NN``: the ``cell_type`` agreement of each cell's 20 nearest neighbours in the model's
   latents concatenated (all cells, as the clustering scorecard);
 - RNA predicted from ATAC alone for the held-out cells (``gene r``, ``cell r``, ``type r`` as in
-  ``benchmarks/snare_prediction.py``) beside the 20-NN-in-LSI baseline.
+  ``benchmarks/snare_prediction.py``) beside the 20-NN-in-LSI baseline;
+- on all cells, per latent: the mixture clusters' NMI and mean best-match F1 against the labels,
+  and the 20-NN agreement of the library (``--batch``) beside what random mixing gives; the same
+  for covariate representations (multiDGD's covariate model).
 """
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
+from sklearn.metrics import f1_score
 from sklearn.neighbors import NearestNeighbors
 from snare_prediction import log_normalised, lsi, scores
 
 from cavachon_like import MultiModality
-from cavachon_like.analysis import knn_agreement
+from cavachon_like.analysis import cluster_agreement, knn_agreement
 from cavachon_like.analysis.report import load_run
+
+
+def best_match_f1(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the labels of the best F1 any cluster reaches for it (the scorecard's mean best F1)."""
+    best = []
+    for label in np.unique(labels):
+        truth = labels == label
+        best.append(max(f1_score(truth, clusters == c) for c in np.unique(clusters[truth])))
+    return float(np.mean(best))
+
+
+def structure(latents: dict[str, np.ndarray], names: list[str], labels: np.ndarray, batch: np.ndarray) -> list[str]:
+    """Per latent: its mixture clusters against the labels (NMI, mean best F1), and how much of the
+    batch its neighbourhoods hold (20-NN batch agreement; random mixing gives the sum of the
+    squared batch fractions); the same for covariate representations (``covariates_<c>``)."""
+    fractions = np.unique(batch, return_counts=True)[1] / len(batch)
+    out = [f"random batch mixing {np.sum(fractions ** 2):.3f}"]
+    for name in names:
+        z = latents[f"z_{name}"]
+        text = f"z_{name}: 20-NN batch {knn_agreement(z, batch):.3f}"
+        if f"cluster_probabilities_{name}" in latents:
+            clusters = latents[f"cluster_probabilities_{name}"].argmax(1).astype(str)
+            text += (f", clusters NMI {cluster_agreement(clusters, labels)['nmi']:.3f}, "
+                     f"mean best F1 {best_match_f1(clusters, labels):.3f}")
+        out.append(text)
+        if f"covariates_{name}" in latents:
+            covariates = latents[f"covariates_{name}"]
+            out.append(f"covariates_{name}: 20-NN batch {knn_agreement(covariates, batch):.3f}, "
+                       f"20-NN label {knn_agreement(covariates, labels):.3f}")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--label", default="cell_type")
+    parser.add_argument("--batch", default="batch", help="obs column of the libraries (for the mixing line)")
     parser.add_argument("--n-samples", type=int, default=50)
     args = parser.parse_args()
     baseline = None
@@ -55,6 +90,8 @@ def main() -> None:
         print(f"{run_dir}: {model.latent_names} on {len(held_out)} held-out cells: {density}; "
               f"20-NN {knn_agreement(joint, labels):.3f}; RNA from ATAC "
               + ", ".join(f"{k} {v:.3f}" for k, v in prediction.items()), flush=True)
+        print("   all cells: " + "; ".join(structure(latents, model.latent_names, labels,
+                                                      data.obs[args.batch].astype(str).to_numpy())), flush=True)
         if baseline is None:
             space = lsi(data.mod["atac"].X)
             neighbours = NearestNeighbors(n_neighbors=20).fit(space[train_idx]).kneighbors(
