@@ -39,6 +39,11 @@ def gaussian_log_prob(z: tf.Tensor, mean: tf.Tensor, var: tf.Tensor) -> tf.Tenso
 class CovariateModel(keras.layers.Layer):
     """Supervised Gaussian mixtures over per-cell covariate representations, one per batch column.
 
+    A cell's representation ``r`` (B, len(columns) * dim) holds one ``dim``-wide slice per
+    column. Categories are given as codes (B,) per column: ``c >= 0`` scores the slice under
+    component ``c`` (supervised), ``-1`` under the equal-weight mixture of all known components
+    (a category the model has not seen: multiDGD's "naive" integration).
+
     Parameters
     ----------
     layouts
@@ -50,11 +55,6 @@ class CovariateModel(keras.layers.Layer):
     n_cells
         Cells the model trains on: the parameters' own priors (softball, log-variance) enter
         the per-cell loss divided by it, so the whole data set sees them once, as in multiDGD.
-
-    A cell's representation ``r`` (B, len(columns) * dim) holds one ``dim``-wide slice per
-    column. Categories are given as codes (B,) per column: ``c >= 0`` scores the slice under
-    component ``c`` (supervised), ``-1`` under the equal-weight mixture of all known components
-    (a category the model has not seen: multiDGD's "naive" integration).
 
     Examples
     --------
