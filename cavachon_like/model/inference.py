@@ -25,12 +25,15 @@ from ..nn.covariates import MIN_VARIANCE
 from ..nn.representation import adam_step
 from .specs import check_feature_counts
 
-#: Adam steps per cell after the best-mode start (paper 001 uses 10; more steps cost little
-#: and let cells far from every mode settle).
-DEFAULT_STEPS = 50
+#: Adam steps per cell after the best-mode start (paper 001 uses 10). Placing SNARE-seq's
+#: libraries 09K + 09L (1,624 cells) in a configs/multidgd.yaml model: 0 / 10 / 25 / 50 steps took
+#: 26 / 43 / 70 / 113 s and gave 15-NN label transfer 0.523 / 0.739 / 0.746 / 0.743; on the
+#: simulator of tests/test_representation.py new cells matched their type at 0.91 / 0.90 / 0.90 for
+#: 10 / 25 / 50. Each step decodes every feature, so steps are most of the cost.
+DEFAULT_STEPS = 25
 #: Their learning rate: larger than training's per-row 1e-2, since here each cell takes all its
 #: steps at once against a fixed model and must cross the latent space (unit scale) within them;
-#: at 1e-2, 50 steps move a cell at most 0.5 from its starting mode.
+#: at 1e-2, 25 steps move a cell at most 0.25 from its starting mode.
 DEFAULT_INFERENCE_RATE = 0.1
 #: Rounds of fitting a new covariate component and inferring its cells (``new_covariates``).
 COVARIATE_ROUNDS = 3
