@@ -94,8 +94,7 @@ def infer_latents(model: Any, data: Any, component: str, modalities: Sequence[st
         per_cell = {"covariate_codes": codes}
         for m in mods:  # the decoders read covariate latents, so unseen categories need no one-hot column
             if m not in sources:
-                categories[m] = {col: list(cats) + [c for c in unseen.get(col, []) if c not in cats]
-                                 for col, cats in categories[m].items()}
+                categories[m] = {col: list(cats) + unseen.get(col, []) for col, cats in categories[m].items()}
 
     def run(per_cell: dict | None, extra: dict | None) -> np.ndarray:
         dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=loaded,
@@ -151,12 +150,10 @@ def _extra_tensors(module: Any, extra: dict | None) -> dict[str, tuple[tf.Tensor
 def _fitted_components(module: Any, latents: np.ndarray, codes: dict[str, np.ndarray],
                        unseen: dict[str, list[str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Mean and variance (floored) of each new category's cells' covariate representations."""
-    covariates = module.covariates
-    start, fitted = module.latent_dim, {}
-    for i, col in enumerate(covariates.columns):
+    covariates, fitted = module.covariates, {}
+    for col, block in covariates.slices(latents[:, module.latent_dim:]).items():
         if col not in unseen:
             continue
-        block = latents[:, start + i * covariates.dim:start + (i + 1) * covariates.dim]
         n_known = covariates.columns[col]
         means = np.stack([block[codes[col] == n_known + j].mean(0) for j in range(len(unseen[col]))])
         variances = np.stack([block[codes[col] == n_known + j].var(0) for j in range(len(unseen[col]))])
@@ -371,12 +368,10 @@ def _table_start(model: Any, data: Any, component: str) -> np.ndarray:
     start = np.zeros((data.n_obs, table.latent_dim), np.float32)
     start[:, :module.latent_dim] = pca_start(data, model.graph.modalities(component), module.latent_dim,
                                              table.start_scale, seed=model.seed or 0)
-    if module.covariates is not None:
+    if module.covariates is not None:  # codes in the covariate model's column order, all known in training data
         codes, _ = covariate_codes(model, data, component, new_covariates=False)
-        for i, (col, code) in enumerate(codes.items()):
-            means = np.asarray(module.covariates.means[col])
-            dims = slice(module.latent_dim + i * module.covariates.dim, module.latent_dim + (i + 1) * module.covariates.dim)
-            start[:, dims] = means[np.maximum(code, 0)]
+        start[:, module.latent_dim:] = np.concatenate(
+            [np.asarray(module.covariates.means[col])[np.maximum(code, 0)] for col, code in codes.items()], axis=1)
     return start
 
 

@@ -376,6 +376,7 @@ def _placed(model: Any, query: Any, reference: Any, label_key: str | None, laten
                          "a new covariate component (new_covariates=True).")
     logger.info("placing the query by inference against the frozen model%s", f" (new batches: {_describe(new)}, "
                 f"{'a new covariate component each' if new_covariates else 'naive integration'})" if new else "")
+    # inference decodes every feature of a batch once per prior mode: batches of at most 256 cells bound its memory
     latents = model.predict_new(query, new_covariates=new_covariates, batch_size=min(batch_size, 256))
     for c in model.latent_names:
         prior = model.components[c].prior
