@@ -1,4 +1,4 @@
-"""Training: the default optimizer, stage plans, resumable progress, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
+"""Training: the default optimizer and the release of spent ones, stage plans, resumable progress, progressive blending, VaDE pre-training, distributed loss scaling, histories."""
 from .adam import FusedAdam
 from .checkpoint import FitProgress
 from .history import merge_histories
@@ -6,6 +6,7 @@ from .kl_warmup import KLWarmup
 from .plan import MODES, training_plan
 from .prior_init import PriorUpdate, fit_priors
 from .progressive import ProgressiveBlending
+from .release import release
 from .scaling import global_mean, multi_worker
 
-__all__ = ["MODES", "FitProgress", "FusedAdam", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "training_plan"]
+__all__ = ["MODES", "FitProgress", "FusedAdam", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "release", "training_plan"]
