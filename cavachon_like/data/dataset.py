@@ -1,7 +1,7 @@
 """``tf.data`` pipeline over a MultiModality, batching sparse rows without densifying."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,50 +15,53 @@ from .streaming import streamed_batches
 if TYPE_CHECKING:
     from .multimodality import MultiModality
 
-Gather = Callable[[tf.Tensor], Any]
-
 #: Batches gathered in parallel and kept ready. Gathering a batch is one ragged
 #: gather (about a millisecond), so two of each keep any training step fed.
 PARALLEL_BATCHES = 2
 
+#: The tensors each batch is gathered from ride in the dataset as one element repeated
+#: (``Dataset.from_tensors(tables).repeat()`` zipped with the batches of positions) rather
+#: than being captured by the gathering function. A traced function sits in reference
+#: cycles, which only Python's occasional cyclic collection frees; what it captures (the
+#: whole data set as tensors) stayed allocated with it, so every dataset made between two
+#: collections (e.g. a latent computed after each epoch) added a copy of the data.
 
-def row_gather(x: Any, sparse: bool = True) -> Gather:
-    """A function mapping a batch of row positions to those rows of ``x``.
 
-    Parameters
-    ----------
-    x
-        Cells x features matrix. Scipy sparse matrices are held as CSR (one
-        CSC -> CSR conversion; memory grows with the non-zeros); anything else is
-        held dense.
-    sparse
-        For a sparse ``x``: return a ``tf.SparseTensor`` (indices in row-major
-        order, static shape ``(None, n_features)``), else densify each batch.
+def row_tables(x: Any) -> dict[str, tf.Tensor | tf.RaggedTensor]:
+    """The tensors that :func:`gather_rows` takes rows of ``x`` from.
 
-    Returns
-    -------
-    Callable
-        ``rows(idx)`` for an int64 vector ``idx``.
+    Scipy sparse matrices are held as CSR (one CSC -> CSR conversion; memory grows with
+    the non-zeros): ``{"columns", "values"}`` as ragged rows. Anything else is held dense
+    (``{"dense"}``).
     """
-    n_features = x.shape[1]
     if not sp.issparse(x):
-        dense = tf.constant(np.asarray(x, dtype=np.float32))
-        return lambda idx: tf.gather(dense, idx)
+        return {"dense": tf.constant(np.asarray(x, dtype=np.float32))}
     csr = canonical_csr(x)
     row_splits = tf.constant(csr.indptr, dtype=tf.int64)
     # int32 column indices (4 bytes per non-zero less); widened per batch for the SparseTensor
-    column_dtype = tf.int32 if n_features < 2**31 else tf.int64
-    columns = tf.RaggedTensor.from_row_splits(tf.constant(csr.indices, dtype=column_dtype), row_splits, validate=False)
-    values = tf.RaggedTensor.from_row_splits(tf.constant(csr.data, dtype=tf.float32), row_splits, validate=False)
+    column_dtype = tf.int32 if x.shape[1] < 2**31 else tf.int64
+    return {
+        "columns": tf.RaggedTensor.from_row_splits(tf.constant(csr.indices, dtype=column_dtype), row_splits,
+                                                   validate=False),
+        "values": tf.RaggedTensor.from_row_splits(tf.constant(csr.data, dtype=tf.float32), row_splits,
+                                                  validate=False),
+    }
 
-    def rows(idx: tf.Tensor) -> tf.Tensor | tf.SparseTensor:
-        cols = tf.gather(columns, idx)
-        indices = tf.stack([cols.value_rowids(), tf.cast(cols.flat_values, tf.int64)], axis=1)
-        shape = tf.stack([tf.shape(idx, out_type=tf.int64)[0], tf.constant(n_features, dtype=tf.int64)])
-        batch = tf.SparseTensor(indices, tf.gather(values, idx).flat_values, shape)
-        return batch if sparse else tf.sparse.to_dense(batch)
 
-    return rows
+def gather_rows(tables: Mapping[str, Any], idx: tf.Tensor, n_features: int,
+                sparse: bool = True) -> tf.Tensor | tf.SparseTensor:
+    """Rows ``idx`` (an int64 vector) of the matrix held as :func:`row_tables`.
+
+    For a sparse matrix a ``tf.SparseTensor`` (indices in row-major order, static shape
+    ``(None, n_features)``), or the batch densified with ``sparse=False``.
+    """
+    if "dense" in tables:
+        return tf.gather(tables["dense"], idx)
+    cols = tf.gather(tables["columns"], idx)
+    indices = tf.stack([cols.value_rowids(), tf.cast(cols.flat_values, tf.int64)], axis=1)
+    shape = tf.stack([tf.shape(idx, out_type=tf.int64)[0], tf.constant(n_features, dtype=tf.int64)])
+    batch = tf.SparseTensor(indices, tf.gather(tables["values"], idx).flat_values, shape)
+    return batch if sparse else tf.sparse.to_dense(batch)
 
 
 def _cell_rows(values: Any, cells: np.ndarray, n_obs: int, key: str) -> tf.Tensor:
@@ -154,46 +157,55 @@ def make_dataset(
     subset = indices is not None
     # Matrices left on disk (read_h5mu(..., backed=True)) are read in row blocks as batches are needed.
     on_disk = any(is_backed(mod.X) for mod in mods.values())
-    rows = {} if on_disk else {n: row_gather(mod.X[cells] if subset else mod.X, sparse=sparse)
-                               for n, mod in mods.items()}
-    # one-hots are small (cells x categories), so they are built once and gathered per batch
-    one_hot = {}
+    # Per-cell tensors (made once, gathered per batch): see the note above row_tables.
+    tables: dict[str, Any] = {"batch": {}}
+    if not on_disk:
+        tables["rows"] = {n: row_tables(mod.X[cells] if subset else mod.X) for n, mod in mods.items()}
     for n, mod in mods.items():
+        # one-hots are small (cells x categories)
         encoded = mod.batch_one_hot(categories.get(n))
-        one_hot[n] = tf.constant(encoded[cells] if subset else encoded)
+        tables["batch"][n] = tf.constant(encoded[cells] if subset else encoded)
 
     # Mosaic data (some cell lacks a loaded modality): every batch says which cells each
     # modality measured. Decided on all cells, so training and validation batches share a layout.
     flags = {n: mod.measured for n, mod in mods.items()}
-    measured = ({n: tf.constant(f[cells].astype(np.float32)) for n, f in flags.items()}
-                if not all(f.all() for f in flags.values()) else None)
+    if not all(f.all() for f in flags.values()):
+        tables["measured"] = {n: tf.constant(f[cells].astype(np.float32)) for n, f in flags.items()}
+    for key, value in (per_cell or {}).items():
+        tables.setdefault("extra", {})[key] = (
+            {k: _cell_rows(v, cells, mm.n_obs, f"{key}.{k}") for k, v in value.items()}
+            if isinstance(value, Mapping) else _cell_rows(value, cells, mm.n_obs, key))
 
-    extra = {key: ({k: _cell_rows(v, cells, mm.n_obs, f"{key}.{k}") for k, v in value.items()}
-                   if isinstance(value, Mapping) else _cell_rows(value, cells, mm.n_obs, key))
-             for key, value in (per_cell or {}).items()}
+    def annotations(idx: tf.Tensor, tables: dict[str, Any]) -> dict[str, Any]:
+        gathered = {"batch": {n: tf.gather(tables["batch"][n], idx) for n in names}}
+        if "measured" in tables:
+            gathered["measured"] = {n: tf.gather(tables["measured"][n], idx) for n in names}
+        for key, value in tables.get("extra", {}).items():
+            gathered[key] = ({k: tf.gather(v, idx) for k, v in value.items()} if isinstance(value, dict)
+                             else tf.gather(value, idx))
+        return gathered
 
-    def annotations(idx: tf.Tensor) -> dict[str, Any]:
-        return {
-            "batch": {n: tf.gather(one_hot[n], idx) for n in names},
-            **({"measured": {n: tf.gather(measured[n], idx) for n in names}} if measured is not None else {}),
-            **{key: ({k: tf.gather(v, idx) for k, v in value.items()} if isinstance(value, dict)
-                     else tf.gather(value, idx)) for key, value in extra.items()},
-        }
-
+    with_tables = tf.data.Dataset.from_tensors(tables).repeat()
     if on_disk:
         ds = streamed_batches(mods, names, cells, batch_size, shuffle, seed, order, drop_remainder)
 
-        def assemble(idx: tf.Tensor, parts: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> dict[str, Any]:
+        def assemble(batch: tuple[tf.Tensor, dict[str, tuple[tf.Tensor, tf.Tensor]]],
+                     tables: dict[str, Any]) -> dict[str, Any]:
+            idx, parts = batch
             shape = tf.shape(idx, out_type=tf.int64)[0]
             x = {n: tf.SparseTensor(parts[n][0], parts[n][1], tf.stack([shape, tf.constant(mods[n].n_vars, tf.int64)]))
                  for n in names}
-            return {"x": {n: v if sparse else tf.sparse.to_dense(v) for n, v in x.items()}, **annotations(idx)}
+            return {"x": {n: v if sparse else tf.sparse.to_dense(v) for n, v in x.items()}, **annotations(idx, tables)}
 
-        ds = ds.map(assemble, num_parallel_calls=PARALLEL_BATCHES, deterministic=True)
+        ds = tf.data.Dataset.zip((ds, with_tables)).map(assemble, num_parallel_calls=PARALLEL_BATCHES,
+                                                         deterministic=True)
         return _finish(ds)
 
-    def gather(idx: tf.Tensor) -> dict[str, dict[str, Any]]:
-        return {"x": {n: rows[n](idx) for n in names}, **annotations(idx)}
+    n_features = {n: mod.n_vars for n, mod in mods.items()}
+
+    def gather(idx: tf.Tensor, tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {"x": {n: gather_rows(tables["rows"][n], idx, n_features[n], sparse) for n in names},
+                **annotations(idx, tables)}
 
     if shuffle and order is not None:
         n = len(cells)
@@ -209,6 +221,7 @@ def make_dataset(
         if shuffle:
             ds = ds.shuffle(len(cells), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = tf.data.Dataset.zip((ds, with_tables))
     return _finish(ds.map(gather, num_parallel_calls=PARALLEL_BATCHES, deterministic=True))
 
 
