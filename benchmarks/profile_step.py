@@ -47,8 +47,10 @@ def time_calls(function: Any, arguments: list[Any], repeats: int) -> float:
 
 def time_stage(model: Any, stage: list[str], batches: list[Any], repeats: int) -> dict[str, float]:
     """Median seconds of the parts of one training step of ``stage``."""
+    from cavachon_like.model.stages import compile_phase
+
     model._set_active(stage)
-    model._compile_stage()
+    compile_phase(model)
     weights = model.trainable_weights
     model.optimizer.build(weights)
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from ..module import Component
 from ..seed import seeded
-from ..train import MODES, FusedAdam, release
+from ..train import MODES, FusedAdam
 from .attribution import conditional_attribution
 from .base import MultimodalModel
 from .decoding import normalized_expression, predictive_sample
@@ -153,7 +153,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
             for c in self.graph.order if self.components[c].posterior == "vq"
         }
         self._compile_kwargs: dict[str, Any] | None = None
-        self._phase_optimizer: keras.optimizers.Optimizer | None = None  # the last phase's, made by _compile_stage
+        self._phase_optimizer: keras.optimizers.Optimizer | None = None  # the last phase's (stages.compile_phase)
         # Weight of the KL terms: ramped from 0 during pre-training and any KL warm-up, else 1.
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
         self._pretraining = False
@@ -275,30 +275,6 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         config = dict(config)
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
         self.compile(**config)
-
-    def _compile_stage(self, build: bool = True) -> None:
-        """Compile afresh (a new optimizer) for a training phase; ``build`` creates its slots.
-
-        Built here, for the variables trainable now (the frozen components' are not among
-        them), the slots exist before ``train_step`` is traced; created lazily inside it,
-        they cost a second trace of it in every phase. ``build=False`` leaves the optimizer
-        unbuilt, for the reset at the end of ``fit``: a saved model then carries no slots.
-        The previous phase's optimizer is emptied (:func:`~cavachon_like.train.release`):
-        TensorFlow would otherwise keep the slots of every phase allocated until the process ends.
-        """
-        if self._compile_kwargs is None:
-            self.compile()
-        kwargs = dict(self._compile_kwargs)
-        # The optimizer's variables belong to the model's strategy even when fit is called
-        # outside its scope (build and compile under the scope, fit anywhere, as in Keras).
-        with self.distribute_strategy.scope():
-            kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
-            keras.Model.compile(self, **kwargs)
-            if self._phase_optimizer is not None:  # one this method made: never the user's own object
-                release(self._phase_optimizer, self.distribute_strategy)
-            self._phase_optimizer = self.optimizer
-            if build:
-                self.optimizer.build(self.trainable_variables)
 
     def make_dataset(self, data: Any, batch_size: int = 256, shuffle: bool = False, seed: int | None = None,
                      indices: np.ndarray | None = None, order: tf.Variable | None = None,

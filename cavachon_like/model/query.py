@@ -51,7 +51,7 @@ import tensorflow as tf
 from ..errors import InputError
 from ..train import FitProgress, merge_histories, training_plan
 from .mapping import DEFAULT_QUERY_NEIGHBORS, QueryMapping, align_features
-from .stages import fit_phase
+from .stages import compile_phase, fit_phase
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def train_new_rows(model: Any, query: Any, rows: Mapping[str, Sequence[int]], ep
     finally:
         model._compile_kwargs = compile_kwargs
         model._set_active(model.graph.order)
-        model._compile_stage(build=False)
+        compile_phase(model, build=False)
     return merge_histories(phases) if phases else None
 
 

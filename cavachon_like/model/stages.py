@@ -15,6 +15,7 @@ from ..train import (
     ProgressiveBlending,
     fit_priors,
     merge_histories,
+    release,
     training_plan,
 )
 
@@ -22,6 +23,31 @@ from ..train import (
 def pretrains(model: Any, stage: Sequence[str]) -> bool:
     """Whether ``stage`` starts with pre-training: it has a mixture prior and the model asks for it."""
     return model.pretrain_epochs > 0 and any(model.components[c].prior.n_clusters for c in stage)
+
+
+def compile_phase(model: Any, build: bool = True) -> None:
+    """Compile ``model`` afresh (a new optimizer) for a training phase; ``build`` creates its slots.
+
+    Built here, for the variables trainable now (the frozen components' are not among
+    them), the slots exist before ``train_step`` is traced; created lazily inside it,
+    they cost a second trace of it in every phase. ``build=False`` leaves the optimizer
+    unbuilt, for the reset at the end of ``fit``: a saved model then carries no slots.
+    The previous phase's optimizer is emptied (:func:`~cavachon_like.train.release`):
+    TensorFlow would otherwise keep the slots of every phase allocated until the process ends.
+    """
+    if model._compile_kwargs is None:
+        model.compile()
+    kwargs = dict(model._compile_kwargs)
+    # The optimizer's variables belong to the model's strategy even when fit is called
+    # outside its scope (build and compile under the scope, fit anywhere, as in Keras).
+    with model.distribute_strategy.scope():
+        kwargs["optimizer"] = keras.optimizers.deserialize(kwargs["optimizer"])
+        keras.Model.compile(model, **kwargs)
+        if model._phase_optimizer is not None:  # one this function made: never the user's own object
+            release(model._phase_optimizer, model.distribute_strategy)
+        model._phase_optimizer = model.optimizer
+        if build:
+            model.optimizer.build(model.trainable_variables)
 
 
 def fit_phase(model: Any, progress: FitProgress, phase: int, callbacks: list[keras.callbacks.Callback],
@@ -32,7 +58,7 @@ def fit_phase(model: Any, progress: FitProgress, phase: int, callbacks: list[ker
     (no epoch at all if early stopping had ended it); its History holds all its epochs.
     """
     progress.restore_model(model)
-    model._compile_stage()  # built before the first step: no second trace of train_step
+    compile_phase(model)  # built before the first step: no second trace of train_step
     initial_epoch = progress.initial_epoch(phase, initial_epoch)
     if progress.stopped(phase):
         epochs = initial_epoch
@@ -146,5 +172,5 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
     model._set_active(model.graph.order)
     # Every stage starts with a fresh optimizer, so the last stage's slots are of no
     # further use; resetting keeps a saved model's optimizer consistent with all weights.
-    model._compile_stage(build=False)
+    compile_phase(model, build=False)
     return merge_histories(stages)
