@@ -34,6 +34,8 @@ def test_release_frees_the_slots_of_an_optimizer_a_traced_step_used():
     step(tf.ones((1000, 1000)))
     slots = 2 * 1000 * 1000 * 4
     before = _allocated()
+    if before < slots:
+        pytest.skip("the allocator's statistics do not show the optimizer's slots")
     release(optimizer, tf.distribute.get_strategy())
     assert before - _allocated() > 0.9 * slots
     assert all(int(tf.size(v.value)) == 0 for v in optimizer.variables)

@@ -12,7 +12,7 @@ def release(optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strat
     an Adam trained). TensorFlow keeps some traced graphs for the life of the process:
     a custom gradient traced in graph mode registers its gradient function in a global
     registry, and that function holds its graph, whose captures hold every variable the
-    traced step touched. Keras' gradient all-reduce, TensorFlow Probability and
+    traced step touched. Swish (``tf.nn.silu``), Keras' gradient all-reduce and
     :func:`~cavachon_like.nn.sparse.sparse_dense_matmul` all trace custom gradients, so each
     phase's training step stays in that registry with its optimizer's slots. Emptying
     the variables frees their memory whoever still holds them; the optimizer must not
