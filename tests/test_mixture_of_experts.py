@@ -130,3 +130,37 @@ def test_stratified_terms_average_the_experts_samples(data, joint):
         log_q = log_mixture_density(tf.constant(z[None], tf.float32), experts["mean"], experts["var"])[0]
         draws.append(np.mean(log_q - component.prior.log_prob(tf.constant(z, tf.float32))))
     assert abs(stratified - np.mean(draws)) < 0.1 * abs(np.mean(draws)) + 0.1, (stratified, np.mean(draws))
+
+
+def test_experts_and_decoders_take_a_spec_per_modality(data, tmp_path):
+    """scMM's widths (500 units for RNA, 100 for chromatin): the encoder and decoder specs keyed by
+    modality build each expert and decoder from its own entry; an unlisted modality gets the
+    data-scaled default, and the model saves and loads with them."""
+    spec = {"name": "joint", "modalities": ["atac", "rna"], "posterior": "moe", "latent_dim": 4,
+            "encoder": {"atac": {"units": [12, 12]}, "rna": {"units": [40, 40], "dropout": 0.1}},
+            "decoder": {"rna": {"units": [24]}}}
+    model = CAVACHON.from_data(data, [spec], seed=0, pretrain_epochs=0)
+    joint = model.components["joint"]
+    experts = dict(zip(joint.modalities, joint.encoder.experts))
+    assert tuple(experts["atac"].body.units) == (12, 12)
+    assert tuple(experts["rna"].body.units) == (40, 40) and experts["rna"].body.dropout == 0.1
+    assert tuple(joint.decoders["rna"].body.units) == (24,)
+    assert tuple(joint.decoders["atac"].body.units) == (128, 256)  # the default for 400 cells, reversed
+    model.compile()
+    model.fit(data, epochs=1, batch_size=100, verbose=0)
+    path = tmp_path / "widths.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.get_latent_representation(data)["z_joint"],
+                               model.get_latent_representation(data)["z_joint"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_spec_per_modality_is_refused_where_it_is_ambiguous_or_has_no_expert(data):
+    mixed = {"name": "joint", "modalities": ["atac", "rna"], "posterior": "moe",
+             "encoder": {"rna": {"units": [8]}, "units": [8]}}
+    with pytest.raises(ValueError, match=r"component 'joint'.*mixes modality names \['rna'\] with other keys \['units'\]"):
+        CAVACHON.from_data(data, [mixed], seed=0)
+    concat = {"name": "joint", "modalities": ["atac", "rna"], "posterior": "concat",
+              "encoder": {"rna": {"units": [8]}}}
+    with pytest.raises(ValueError, match=r"component 'joint': posterior 'concat' has no encoder per modality"):
+        CAVACHON.from_data(data, [concat], seed=0)

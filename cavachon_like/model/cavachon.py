@@ -37,8 +37,7 @@ from .specs import (
     modality_specs_of,
     normalize_modalities,
     with_absent_modalities,
-    with_chromosome_sizes,
-    with_default_units,
+    with_module_defaults,
 )
 from .stages import fit_model
 from .steps import TrainingSteps
@@ -177,12 +176,13 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
                 **c,
                 **({"representation": {"n_cells": data.n_obs, **(c.get("representation") or {})}}
                    if c.get("posterior") == "representation" else {}),
-                "encoder": with_chromosome_sizes(with_default_units(c.get("encoder"), units), sizes),
-                "decoder": with_chromosome_sizes(with_default_units(c.get("decoder"), units[::-1]), sizes),
+                "encoder": with_module_defaults(c.get("encoder"), mods, units, sizes, f"{where}: encoder"),
+                "decoder": with_module_defaults(c.get("decoder"), mods, units[::-1], sizes, f"{where}: decoder"),
             }
             for c in components
-            for sizes in [chromosome_sizes_of(data, [c["modalities"]] if isinstance(c["modalities"], str)
-                                              else c["modalities"])]
+            for mods in [[c["modalities"]] if isinstance(c["modalities"], str) else list(c["modalities"])]
+            for sizes in [chromosome_sizes_of(data, mods)]
+            for where in [f"component {c.get('name')!r}"]
         ]
         model = cls(modalities=modalities, components=components, **kwargs)
         for component in model.components.values():

@@ -14,7 +14,7 @@ from ..data import MultiModality
 from ..data.genome import chromosome_boundaries
 from ..data.groups import name_examples
 from ..errors import InputError
-from ..module import Component, split_spec
+from ..module import Component, per_modality, split_spec
 from ..module.component import DEFAULT_LATENT_DIM
 
 COMPONENT_KEYS = {
@@ -166,6 +166,16 @@ def with_chromosome_sizes(spec: str | dict | None, sizes: Sequence[int] | None) 
     if alias != "conv1d" or sizes is None or "chromosome_sizes" in kwargs:
         return spec
     return {**({"class": alias} if isinstance(spec, str) else dict(spec)), "chromosome_sizes": list(sizes)}
+
+
+def with_module_defaults(spec: str | dict | None, modalities: Sequence[str], units: Sequence[int],
+                         sizes: Sequence[int] | None, kind: str) -> str | dict | None:
+    """An encoder or decoder ``spec`` with the data's defaults (:func:`with_default_units`,
+    :func:`with_chromosome_sizes`) filled in, per modality when it is keyed by modality names."""
+    split = per_modality(spec, modalities, kind)
+    if split is None:
+        return with_chromosome_sizes(with_default_units(spec, units), sizes)
+    return {m: with_chromosome_sizes(with_default_units(s, units), sizes) for m, s in split.items()}
 
 
 def check_data(modality_specs: Mapping[str, Mapping[str, Any]], data: Any, supports: Mapping[str, str]) -> None:

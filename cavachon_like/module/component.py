@@ -21,14 +21,13 @@ from ..nn import (
     QuantizedExperts,
     library_size,
 )
-from .spec import build_from_spec
+from .options import EXPERT_NAMES, check_options
+from .spec import build_from_spec, spec_of
 from .terms import check_sampled_zeros, expert_divergence, present_mean, sampled_reconstruction, stratified_terms
 
 DEFAULT_LATENT_DIM = 20
-#: How q(z|x) combines a component's modalities (see the ``posterior`` parameter).
-POSTERIORS = ("concat", "poe", "moe", "vq", "representation")
-#: The posteriors built from one encoder (expert) per modality.
-EXPERT_POSTERIORS = {"poe": ProductOfExperts, "moe": MixtureOfExperts, "vq": QuantizedExperts}
+#: The posteriors built from one encoder (expert) per modality, by name.
+EXPERT_POSTERIORS = dict(zip(EXPERT_NAMES, (ProductOfExperts, MixtureOfExperts, QuantizedExperts), strict=True))
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -69,7 +68,9 @@ class Component(keras.layers.Layer):
         modality, and the KL term is replaced by the commitment and alignment losses)
         or ``"representation"`` (multiDGD: no encoder; each cell's z is a learned row of
         :class:`~cavachon_like.nn.LearnedRepresentation`, trained by maximum a posteriori,
-        so the ``kl`` term is ``-log p(z)``). The encoder spec applies to every expert.
+        so the ``kl`` term is ``-log p(z)``). The encoder spec applies to every expert, or
+        gives one per modality when keyed by modality names (``{"rna": {"units": [500,
+        500]}, "atac": {"units": [100, 100]}}``, scMM's widths).
     quantizer
         Options of :class:`~cavachon_like.nn.QuantizedExperts` for ``posterior="vq"``
         (``n_codes``, ``decay``, ``beta``, ``restart_below``, ``alignment``).
@@ -97,7 +98,8 @@ class Component(keras.layers.Layer):
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
         Module specs: an alias or ``{"class": alias, **kwargs}``. The decoder spec
-        applies to every modality of the component.
+        applies to every modality of the component, or, keyed by modality names, gives
+        each its own (as the encoder spec does for experts; see ``posterior``).
     seed
         Seed of the reparameterisation noise.
     """
@@ -123,25 +125,9 @@ class Component(keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if conditioned_on not in ("z_hat", "z"):
-            raise ValueError(f"component {self.name!r}: conditioned_on must be 'z_hat' or 'z', got {conditioned_on!r}.")
-        if posterior not in POSTERIORS:
-            raise ValueError(f"component {self.name!r}: posterior must be one of {POSTERIORS}, got {posterior!r}.")
-        if quantizer and posterior != "vq":
-            raise ValueError(f"component {self.name!r}: quantizer options apply to posterior: vq, not {posterior!r}.")
-        if representation and posterior != "representation":
-            raise ValueError(f"component {self.name!r}: representation options apply to posterior: representation, "
-                             f"not {posterior!r}.")
-        if posterior == "representation" and not (representation or {}).get("n_cells"):
-            raise ValueError(f"component {self.name!r}: posterior: representation learns one latent per cell and needs "
-                             "representation: {n_cells: ...}; CAVACHON.from_data(data, ...) fills it in from the data.")
-        if expert_alignment and posterior not in ("poe", "moe"):
-            raise ValueError(f"component {self.name!r}: expert_alignment applies to posterior: poe or moe, not "
-                             f"{posterior!r}" + (" (vq has quantizer: {alignment: ...})." if posterior == "vq" else "."))
-        if expert_alignment < 0:
-            raise ValueError(f"component {self.name!r}: expert_alignment must be >= 0, got {expert_alignment}.")
-        if len(parents) != len(parent_dims):
-            raise ValueError(f"component {self.name!r}: {len(parents)} parents but {len(parent_dims)} parent_dims.")
+        check_options(self.name, modalities=list(modalities), posterior=posterior, conditioned_on=conditioned_on,
+                      parents=parents, parent_dims=parent_dims, encoder=encoder, quantizer=quantizer,
+                      representation=representation, expert_alignment=expert_alignment)
         self.modality_specs = {m: dict(spec) for m, spec in modalities.items()}
         self.likelihoods = {m: get_likelihood(spec["likelihood"]) for m, spec in self.modality_specs.items()}
         self.latent_dim = int(latent_dim)
@@ -167,6 +153,7 @@ class Component(keras.layers.Layer):
             for m, lik in self.likelihoods.items()
         }
         self.covariates = self._covariate_model()
+        mods = list(self.modality_specs)
         if posterior == "representation":
             table = {k: v for k, v in self.representation.items() if k != "covariate_dim"}
             width = self.latent_dim + (self.covariates.width if self.covariates else 0)
@@ -174,8 +161,9 @@ class Component(keras.layers.Layer):
         elif posterior in EXPERT_POSTERIORS:
             options = {"seed": seed, **self.quantizer} if posterior == "vq" else {}
             self.encoder = EXPERT_POSTERIORS[posterior](
-                [build_from_spec(ENCODERS, encoder, "mlp", latent_dim=self.latent_dim, name=f"expert_{m}")
-                 for m in self.modality_specs],
+                [build_from_spec(ENCODERS, spec_of(encoder, m, mods, "encoder"), "mlp", latent_dim=self.latent_dim,
+                                 name=f"expert_{m}")
+                 for m in mods],
                 name="encoder",
                 **options,
             )
@@ -188,7 +176,7 @@ class Component(keras.layers.Layer):
         self.decoders = {
             m: build_from_spec(
                 DECODERS,
-                decoder,
+                spec_of(decoder, m, mods, "decoder"),
                 "mlp",
                 n_features=spec["n_features"],
                 parameters=self.likelihoods[m].parameters,

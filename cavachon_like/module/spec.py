@@ -1,6 +1,7 @@
 """Turning YAML/dict module specs (``{"class": alias, **kwargs}``) into objects."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._registry import Registry
@@ -29,3 +30,29 @@ def build_from_spec(registry: Registry, spec: str | dict | None, default: str, *
         return cls(**user_kwargs, **kwargs)
     except (TypeError, ValueError) as error:  # Keras layers reject unknown arguments with a ValueError
         raise type(error)(f"cannot build {registry.kind} {alias!r} from {user_kwargs}: {error}") from None
+
+
+def per_modality(spec: str | dict | None, modalities: Sequence[str], kind: str) -> dict[str, str | dict | None] | None:
+    """One module spec per modality when ``spec`` is keyed by modality names, else None.
+
+    ``{rna: {units: [500, 500]}, atac: {units: [100, 100]}}`` gives each listed modality its
+    own spec (modalities it does not list get the default); any other spec (an alias, or a
+    dict with ``class`` and keyword arguments) is one spec for every modality. A dict that
+    mixes modality names with other keys is ambiguous and raises a ValueError naming both.
+    """
+    if not isinstance(spec, dict) or not spec:
+        return None
+    named = sorted(set(spec) & set(modalities))
+    if not named:
+        return None
+    others = sorted(set(spec) - set(modalities))
+    if others:
+        raise ValueError(f"{kind} spec mixes modality names {named} with other keys {others}; give either one spec "
+                         f"for every modality or one per modality ({{{named[0]}: {{units: [...]}}, ...}}).")
+    return {m: spec.get(m) for m in modalities}
+
+
+def spec_of(spec: str | dict | None, modality: str, modalities: Sequence[str], kind: str) -> str | dict | None:
+    """The spec ``modality`` is built from: its own entry of a per-modality spec, or ``spec`` itself."""
+    split = per_modality(spec, modalities, kind)
+    return spec if split is None else split[modality]

@@ -85,9 +85,11 @@ DESCRIPTIONS = {
                                 "mixture of Gaussians.",
     "model.components[].n_clusters": "K of the mixture prior; default ``2 * latent_dim + 1``.",
     "model.components[].encoder": "An encoder name or ``{class: name, **options}`` (`Encoders`_); "
-                                  "``null``: an MLP whose widths follow the number of cells.",
+                                  "``null``: an MLP whose widths follow the number of cells. For ``poe``, "
+                                  "``moe`` and ``vq``, keyed by modality names it gives each expert its own "
+                                  "(``{rna: {units: [500, 500]}, atac: {units: [100, 100]}}``).",
     "model.components[].decoder": "A decoder name or ``{class: name, **options}`` (`Decoders`_), used for "
-                                  "every modality of the component.",
+                                  "every modality of the component, or keyed by modality names, one each.",
     "model.components[].hierarchical_encoder": "How the parents' latents and this one's combine into "
                                                "``z_hat`` (`Hierarchical encoders`_).",
     "model.components[].preprocessor": "How counts become encoder input (`Preprocessors`_); the default "
@@ -204,7 +206,7 @@ class YAMLReference(SphinxDirective):
         from cavachon_like.config import schema
         from cavachon_like.model.specs import COMPONENT_KEYS
         from cavachon_like.module import Component
-        from cavachon_like.module.component import POSTERIORS
+        from cavachon_like.module.options import POSTERIORS
         from cavachon_like.train import MODES
 
         described: set[str] = set()
