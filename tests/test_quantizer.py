@@ -90,11 +90,13 @@ def test_training_step_is_the_ema_update_of_paper_002():
     np.testing.assert_array_equal(vq.codebook.numpy(), before)  # inference never moves the codebook
 
 
-def fit_codebook(restart_below: float, steps: int = 150) -> tuple[VectorQuantizer, np.ndarray]:
+def fit_codebook(restart_below: float | None, steps: int = 150,
+                 decay: float = 0.9) -> tuple[VectorQuantizer, np.ndarray]:
     """A codebook initialised on other data (the encoder has moved since): every code is far
-    from the four clusters it is then trained on."""
+    from the four clusters it is then trained on. ``restart_below=None``: the default."""
     data = clustered()
-    vq = VectorQuantizer(n_codes=16, decay=0.9, restart_below=restart_below, seed=0)
+    options = {} if restart_below is None else {"restart_below": restart_below}
+    vq = VectorQuantizer(n_codes=16, decay=decay, seed=0, **options)
     vq(tf.constant(-clustered(seed=1)), training=True)
     rng = np.random.default_rng(6)
     for _ in range(steps):
@@ -112,6 +114,17 @@ def test_dead_code_restarts_put_unused_codes_on_the_data():
     assert len(np.unique(frozen_codes)) <= 2
     assert len(np.unique(codes)) >= 4 and perplexity(codes, 16) > 3.0
     assert float(np.mean(commitment)) < 0.1 * float(np.mean(frozen_commitment))
+
+
+def test_the_default_restarts_a_collapsed_codebook_within_steps_at_the_papers_decay():
+    """At decay 0.99 a code nobody chooses keeps a moving count above 0.01 for 458 steps, so a
+    threshold of 0.01 leaves the batch on one or two codes that long (on SNARE-seq, the first 11
+    epochs); the default threshold of one cell per step restarts such codes at once."""
+    default, data = fit_codebook(restart_below=None, steps=30, decay=0.99)
+    slow, _ = fit_codebook(restart_below=1e-2, steps=30, decay=0.99)
+    codes = default(tf.constant(data))[1]
+    assert len(np.unique(slow(tf.constant(data))[1])) <= 2
+    assert len(np.unique(codes)) >= 4 and perplexity(codes, 16) > 3.0
 
 
 def test_perplexity_counts_the_codes_in_effective_use():

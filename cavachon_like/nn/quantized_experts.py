@@ -43,7 +43,7 @@ class QuantizedExperts(ProductOfExperts):
     """
 
     def __init__(self, experts: Sequence[keras.layers.Layer], n_codes: int = 256, decay: float = 0.99,
-                 beta: float = 0.25, restart_below: float = 1e-2, alignment: float = 1.0, seed: int | None = None,
+                 beta: float = 0.25, restart_below: float = 1.0, alignment: float = 1.0, seed: int | None = None,
                  **kwargs) -> None:
         super().__init__(experts, **kwargs)
         if alignment < 0:
