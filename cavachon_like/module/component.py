@@ -161,8 +161,8 @@ class Component(keras.layers.Layer):
         elif posterior in EXPERT_POSTERIORS:
             options = {"seed": seed, **self.quantizer} if posterior == "vq" else {}
             self.encoder = EXPERT_POSTERIORS[posterior](
-                [build_from_spec(ENCODERS, spec_of(encoder, m, mods, "encoder"), "mlp", latent_dim=self.latent_dim,
-                                 name=f"expert_{m}")
+                [build_from_spec(ENCODERS, spec_of(encoder, m, mods, f"component {self.name!r}: encoder"), "mlp",
+                                 latent_dim=self.latent_dim, name=f"expert_{m}")
                  for m in mods],
                 name="encoder",
                 **options,
@@ -176,7 +176,7 @@ class Component(keras.layers.Layer):
         self.decoders = {
             m: build_from_spec(
                 DECODERS,
-                spec_of(decoder, m, mods, "decoder"),
+                spec_of(decoder, m, mods, f"component {self.name!r}: decoder"),
                 "mlp",
                 n_features=spec["n_features"],
                 parameters=self.likelihoods[m].parameters,
