@@ -9,6 +9,7 @@ import tensorflow as tf
 from scipy import stats
 
 from cavachon_like import CAVACHON, MultiModality, simulate
+from cavachon_like.model.specs import default_units
 from cavachon_like.nn import Encoder, MixtureOfExperts, log_mixture_density, mixture_moments
 
 
@@ -145,7 +146,7 @@ def test_experts_and_decoders_take_a_spec_per_modality(data, tmp_path):
     assert tuple(experts["atac"].body.units) == (12, 12)
     assert tuple(experts["rna"].body.units) == (40, 40) and experts["rna"].body.dropout == 0.1
     assert tuple(joint.decoders["rna"].body.units) == (24,)
-    assert tuple(joint.decoders["atac"].body.units) == (128, 256)  # the default for 400 cells, reversed
+    assert tuple(joint.decoders["atac"].body.units) == default_units(data.n_obs)[::-1]  # unlisted: the default
     model.compile()
     model.fit(data, epochs=1, batch_size=100, verbose=0)
     path = tmp_path / "widths.keras"

@@ -22,7 +22,7 @@ from ..nn import (
     library_size,
 )
 from .options import EXPERT_NAMES, check_options
-from .spec import build_from_spec, spec_of
+from .spec import build_from_spec, per_modality
 from .terms import check_sampled_zeros, expert_divergence, present_mean, sampled_reconstruction, stratified_terms
 
 DEFAULT_LATENT_DIM = 20
@@ -154,6 +154,8 @@ class Component(keras.layers.Layer):
         }
         self.covariates = self._covariate_model()
         mods = list(self.modality_specs)
+        encoders = per_modality(encoder, mods, f"component {self.name!r}: encoder") or dict.fromkeys(mods, encoder)
+        decoders = per_modality(decoder, mods, f"component {self.name!r}: decoder") or dict.fromkeys(mods, decoder)
         if posterior == "representation":
             table = {k: v for k, v in self.representation.items() if k != "covariate_dim"}
             width = self.latent_dim + (self.covariates.width if self.covariates else 0)
@@ -161,8 +163,7 @@ class Component(keras.layers.Layer):
         elif posterior in EXPERT_POSTERIORS:
             options = {"seed": seed, **self.quantizer} if posterior == "vq" else {}
             self.encoder = EXPERT_POSTERIORS[posterior](
-                [build_from_spec(ENCODERS, spec_of(encoder, m, mods, f"component {self.name!r}: encoder"), "mlp",
-                                 latent_dim=self.latent_dim, name=f"expert_{m}")
+                [build_from_spec(ENCODERS, encoders[m], "mlp", latent_dim=self.latent_dim, name=f"expert_{m}")
                  for m in mods],
                 name="encoder",
                 **options,
@@ -176,7 +177,7 @@ class Component(keras.layers.Layer):
         self.decoders = {
             m: build_from_spec(
                 DECODERS,
-                spec_of(decoder, m, mods, f"component {self.name!r}: decoder"),
+                decoders[m],
                 "mlp",
                 n_features=spec["n_features"],
                 parameters=self.likelihoods[m].parameters,

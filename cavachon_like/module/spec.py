@@ -50,9 +50,3 @@ def per_modality(spec: str | dict | None, modalities: Sequence[str], kind: str) 
         raise ValueError(f"{kind} spec mixes modality names {named} with other keys {others}; give either one spec "
                          f"for every modality or one per modality ({{{named[0]}: {{units: [...]}}, ...}}).")
     return {m: spec.get(m) for m in modalities}
-
-
-def spec_of(spec: str | dict | None, modality: str, modalities: Sequence[str], kind: str) -> str | dict | None:
-    """The spec ``modality`` is built from: its own entry of a per-modality spec, or ``spec`` itself."""
-    split = per_modality(spec, modalities, kind)
-    return spec if split is None else split[modality]
