@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output .h5mu (default: RUN_DIR/predicted_<target>.h5mu)")
     predict.add_argument("--n-samples", type=int, default=25, help="draws of the target's latent (default 25)")
     predict.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
+    predict.add_argument("--log1p", action="store_true",
+                         help="expected log-normalised values (log1p of counts per 10,000, as scanpy's) instead of "
+                              "decoded means")
+    predict.add_argument("--depth", type=float,
+                         help="with --log1p: library size the counts are drawn at (default: the training median)")
 
     query = commands.add_parser("map-query", parents=[common],
                                 help="map new cells (e.g. new batches) into a training run's model (scArches-style)")
@@ -285,7 +290,7 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         with input_phase():
             result = predict_run(args.run_dir, args.target, data_path=args.data, out=args.out,
-                                 n_samples=args.n_samples, seed=args.seed)
+                                 n_samples=args.n_samples, seed=args.seed, log1p=args.log1p, depth=args.depth)
     except InputError as error:
         print(f"cavachon-like: error: {error}", file=sys.stderr)
         return 2

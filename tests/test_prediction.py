@@ -55,6 +55,42 @@ def test_rna_from_atac_is_the_decoded_mean_over_prior_draws_of_z_rna(data, train
     assert with_rna.shape == predicted.shape and not np.allclose(with_rna, predicted)
 
 
+def test_log1p_prediction_is_the_expected_log_normalised_value_at_the_recorded_depth(data, trained, tmp_path):
+    """``log1p=True``: the mean over prior draws and batch rows of E[log1p(1e4 x / depth)] for counts
+    drawn at ``depth``, by default the training cells' median RNA total, which the model records
+    (and keeps through .keras save/load)."""
+    import keras
+
+    totals = np.asarray(data.mod["rna"].X.sum(1)).ravel()
+    assert trained.modality_specs["rna"]["median_library_size"] == pytest.approx(np.median(totals))
+    atac_only = MultiModality({"atac": data.mod["atac"][:50]})
+    predicted = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3, log1p=True)
+    rna = trained.components["rna"]
+    z_hat_atac = tf.constant(trained.get_latent_representation(data[:50])["z_hat_atac"])
+    rng = np.random.default_rng(3)
+    expected = 0.0
+    for _ in range(2):
+        z_hat = rna.hierarchical_encoder(tf.constant(rna.prior.sample(50, rng)), [z_hat_atac])
+        for row in np.eye(2, dtype=np.float32):
+            raw = rna.decoders["rna"](z_hat, tf.tile(row[None], [50, 1]))
+            expected += rna.likelihoods["rna"].expected_log1p(raw, np.median(totals)) / 4
+    np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-5)
+    # It is not log1p of the decoded mean: below it everywhere (Jensen), and well below on average.
+    mean = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3)
+    assert np.all(predicted <= np.log1p(mean) + 1e-4) and np.mean(np.log1p(mean) - predicted) > 0.05
+    # One depth per cell; a deeper cell's expected values are higher.
+    depths = np.r_[np.full(25, 50.0), np.full(25, 5000.0)]
+    per_cell = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3, log1p=True,
+                                        depth=depths)
+    assert per_cell[25:].mean() > per_cell[:25].mean()
+    with pytest.raises(ValueError, match="one positive number per cell"):
+        trained.predict_modality(atac_only, "rna", transform_batch="all", log1p=True, depth=np.ones(3))
+    path = tmp_path / "model.keras"
+    trained.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.modality_specs["rna"]["median_library_size"] == trained.modality_specs["rna"]["median_library_size"]
+
+
 def test_prediction_does_not_depend_on_how_draws_are_stacked(data, trained):
     """The draws and batch rows of a batch of cells are decoded stacked, ``batch_size // n`` (draw, row)
     pairs per decoder call: one pair per call, three (a draw's two rows split between calls) and all
@@ -115,6 +151,10 @@ def test_cli_predict_writes_the_prediction(tmp_path, capsys):
     assert "median correlation" in capsys.readouterr().out
     predicted = read_h5mu(run / "predicted_rna.h5mu")
     assert predicted.mod["rna"].layers["predicted"].shape == (120, 20)
+    assert main(["predict", str(run), "--target", "rna", "--n-samples", "2", "--log1p", "--out",
+                 str(tmp_path / "log1p.h5mu")]) == 0
+    logged = mudata.read_h5mu(tmp_path / "log1p.h5mu").mod["rna"].layers["predicted"]
+    assert np.all(logged >= 0) and np.all(logged <= np.log1p(predicted.mod["rna"].layers["predicted"]) + 1e-3)
     # Cells without RNA: the prediction becomes the modality.
     atac_only = MultiModality({"atac": read_h5mu(run / "result.h5mu").mod["atac"]})
     atac_only.write(tmp_path / "atac.h5mu")

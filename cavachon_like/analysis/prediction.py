@@ -31,12 +31,14 @@ def _features_of_run(data: MultiModality, run: MultiModality, modalities: list[s
     return MultiModality(kept)
 
 
-def gene_correlations(predicted: np.ndarray, observed: Any, library_size: float = 1e4) -> pd.Series:
-    """Per feature, the Pearson correlation across cells of log1p predicted and log1p
-    library-normalised observed values (NaN for features constant in either)."""
+def gene_correlations(predicted: np.ndarray, observed: Any, library_size: float = 1e4,
+                      log1p: bool = False) -> pd.Series:
+    """Per feature, the Pearson correlation across cells of log1p predicted (or, with ``log1p``,
+    the predicted values as they are: already log-normalised) and log1p library-normalised
+    observed values (NaN for features constant in either)."""
     observed = observed.toarray() if hasattr(observed, "toarray") else np.asarray(observed)
     totals = np.maximum(observed.sum(1, keepdims=True), 1e-12)
-    a = np.log1p(predicted)
+    a = np.asarray(predicted, np.float64) if log1p else np.log1p(predicted)
     b = np.log1p(observed / totals * library_size)
     a, b = a - a.mean(0), b - b.mean(0)
     denominator = np.sqrt((a * a).sum(0) * (b * b).sum(0))
@@ -45,14 +47,17 @@ def gene_correlations(predicted: np.ndarray, observed: Any, library_size: float 
 
 
 def predict_run(run_dir: str | Path, target: str, data_path: str | Path | None = None, out: str | Path | None = None,
-                n_samples: int = 25, transform_batch: str | None = "all", seed: int = 0) -> dict[str, Any]:
+                n_samples: int = 25, transform_batch: str | None = "all", seed: int = 0, log1p: bool = False,
+                depth: float | None = None) -> dict[str, Any]:
     """Predict modality ``target`` of a ``train`` run from the cells' other modalities.
 
     The cells are the run's own (``result.h5mu``) or those of ``data_path``, restricted
     to the features the run trained on. The prediction (decoded means per 10,000) is the
     layer ``"predicted"`` of ``target`` in the written ``.h5mu``; when the cells have no
-    ``target``, it becomes that modality's ``X``. When they have it, the per-feature
-    correlation of prediction and observation is returned (``median_r``).
+    ``target``, it becomes that modality's ``X``. With ``log1p`` it is the expected
+    log-normalised value at library size ``depth`` instead (see ``predict_modality``). When
+    the cells have ``target``, the per-feature correlation of prediction and observation is
+    returned (``median_r``).
     """
     model, run, _ = load_run(run_dir)
     if target not in model.modality_names:
@@ -63,19 +68,20 @@ def predict_run(run_dir: str | Path, target: str, data_path: str | Path | None =
     observed = cells.mod[target].X if target in cells.mod else None
     inputs = MultiModality({m: cells.mod[m] for m in sources if m in cells.mod})
     predicted = model.predict_modality(inputs, target, n_samples=n_samples, transform_batch=transform_batch,
-                                       seed=seed).astype(np.float32)
+                                       seed=seed, log1p=log1p, depth=depth).astype(np.float32)
     result: dict[str, Any] = {"predicted": predicted}
     modalities = dict(cells.mod)
     if observed is not None:
         modalities[target] = cells.mod[target].copy()
         modalities[target].layers[LAYER] = predicted
-        result["correlations"] = gene_correlations(predicted, observed)
+        result["correlations"] = gene_correlations(predicted, observed, log1p=log1p)
         result["median_r"] = float(np.nanmedian(result["correlations"]))
     else:
         modalities[target] = ad.AnnData(predicted, obs=pd.DataFrame(index=cells.obs_names),
                                         var=run.mod[target].var.copy(), layers={LAYER: predicted})
     path = Path(out) if out is not None else Path(run_dir) / f"predicted_{target}.h5mu"
-    # A plain MuData: the predicted modality holds decoded means, not data a likelihood models.
+    # A plain MuData: the predicted modality holds decoded means (or their log1p expectation),
+    # not data a likelihood models.
     write_atomically(path, md.MuData(modalities).write)
     result["path"] = path
     return result

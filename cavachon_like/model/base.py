@@ -131,13 +131,23 @@ class MultimodalModel:
         transform_batch: Any = None,
         seed: int = 0,
         batch_size: int = 1024,
+        log1p: bool = False,
+        depth: Any = None,
     ) -> np.ndarray:
         """Decoded means of modality ``target`` predicted from the *other* modalities of each
         cell (the cells need not have ``target``), normalised to ``library_size``, cells x
         features. How a family predicts is its own (CAVACHON: through the DAG, from the
         target's ancestors, with the target's latent drawn ``n_samples`` times from its
         prior). ``transform_batch`` as in :meth:`get_normalized_expression`; needed when the
-        cells lack ``target`` and it has batch covariates."""
+        cells lack ``target`` and it has batch covariates.
+
+        With ``log1p``, the prediction is instead the expected *log-normalised* value,
+        ``E[log1p(library_size * x / depth)]`` for counts ``x`` drawn from the likelihood at
+        library size ``depth`` (averaged over the same draws): what log-normalised data
+        (scanpy's ``normalize_total`` + ``log1p``) are compared with. ``depth`` is a number or
+        one per cell, by default the median library size of ``target`` over the model's
+        training cells. At the few hundred counts per cell of many single-cell assays, the
+        log of the mean overstates rare features, most of whose values are 0."""
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
     def marginal_log_likelihood(

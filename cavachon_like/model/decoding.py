@@ -8,7 +8,7 @@ rows of the same cells in a few stacked decoder calls (cross-modal prediction us
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -46,10 +46,25 @@ def batch_codes(model: Any, data: Any, modality: str, transform_batch: Any) -> n
     return np.concatenate(parts)[None, :] if parts else np.zeros((1, 0), np.float32)
 
 
-def averaged_mean(decoder: Any, likelihood: Any, z_hat: tf.Tensor, rows: tf.Tensor, library_size: float,
-                  batch_size: int) -> np.ndarray:
-    """Decoded means averaged over latent draws and batch rows: ``mean_s mean_r
-    normalized_mean(decoder(z_hat[s], rows[r]))``, cells x features, float32.
+def expression(likelihood: Any, library_size: float, log1p: bool = False, depth: np.ndarray | None = None,
+               ) -> Callable[[dict[str, tf.Tensor]], tf.Tensor]:
+    """What prediction reports of decoder heads ``raw`` (rows: the same ``n`` cells, repeated):
+    the :meth:`~cavachon_like.distributions.Likelihood.normalized_mean` per ``library_size``,
+    or with ``log1p`` the expected log-normalised value of counts drawn at each cell's
+    ``depth`` (``(n,)``, repeated with the rows; :meth:`~cavachon_like.distributions.Likelihood.expected_log1p`)."""
+    if not log1p:
+        return partial(likelihood.normalized_mean, scale=library_size)
+
+    def expected(raw: dict[str, tf.Tensor]) -> tf.Tensor:
+        rows = int(tf.shape(next(iter(raw.values())))[0])
+        return tf.constant(likelihood.expected_log1p(raw, np.tile(depth, rows // len(depth)), library_size), tf.float32)
+    return expected
+
+
+def averaged_mean(decoder: Any, statistic: Callable[[dict[str, tf.Tensor]], tf.Tensor], z_hat: tf.Tensor,
+                  rows: tf.Tensor, batch_size: int) -> np.ndarray:
+    """A statistic of the decoded heads (:func:`expression`) averaged over latent draws and batch
+    rows: ``mean_s mean_r statistic(decoder(z_hat[s], rows[r]))``, cells x features, float32.
 
     ``z_hat`` is ``(S, n, d)`` (``S`` draws of the same ``n`` cells) and ``rows`` ``(R, n, B)``
     (``R`` one-hot batch rows per cell). Instead of ``S * R`` decoder calls of ``n`` rows each,
@@ -67,8 +82,7 @@ def averaged_mean(decoder: Any, likelihood: Any, z_hat: tf.Tensor, rows: tf.Tens
         chunk = pairs[start:start + per_call]
         z = tf.reshape(tf.gather(z_hat, [s for s, _ in chunk]), [len(chunk) * n, -1])
         batch = tf.reshape(tf.gather(rows, [r for _, r in chunk]), [len(chunk) * n, -1])
-        decoded = likelihood.normalized_mean(decoder(z, batch), library_size)
-        decoded = tf.reshape(decoded, [len(chunk), n, -1])
+        decoded = tf.reshape(statistic(decoder(z, batch)), [len(chunk), n, -1])
         first = 0
         while first < len(chunk):  # the pairs of one draw at a time
             draw = chunk[first][0]

@@ -23,6 +23,7 @@ from ..data.groups import cell_positions
 from ..nn import as_dense, library_size
 from ..nn.covariates import MIN_VARIANCE
 from ..nn.representation import adam_step
+from .decoding import expression
 from .specs import check_feature_counts
 
 #: Adam steps per cell after the best-mode start (paper 001 uses 10). Placing SNARE-seq's
@@ -251,14 +252,14 @@ def _inference_step(model: Any, component: str, mods: tuple[str, ...], ancestors
 
 def predict_from_representation(model: Any, data: Any, target: str, library_size: float = 1e4,
                                 n_samples: int = 25, transform_batch: Any = None, seed: int = 0,
-                                batch_size: int = 1024) -> np.ndarray:
+                                batch_size: int = 1024, log1p: bool = False, depth: Any = None) -> np.ndarray:
     """``predict_modality`` for a component without an encoder: infer each cell's latent from the
     component's *other* modalities (:func:`infer_latents`), decode ``target`` from it.
 
     The latent is a point estimate, so ``n_samples`` and ``seed`` have nothing to draw and are
-    ignored; ``transform_batch`` as in ``predict_modality``.
+    ignored; ``transform_batch``, ``log1p`` and ``depth`` as in ``predict_modality``.
     """
-    from .prediction import target_batches
+    from .prediction import target_batches, target_depth
 
     component = model.graph.component_of(target)
     module = model.components[component]
@@ -276,7 +277,8 @@ def predict_from_representation(model: Any, data: Any, target: str, library_size
                               batch_categories={m: model.batch_categories[m] for m in loaded},
                               per_cell={"latent": {component: latents}})
     likelihood, d = module.likelihoods[target], module.latent_dim
-    parts = []
+    depths = target_depth(model, target, depth, data.n_obs) if log1p else None
+    parts, done = [], 0
     for inputs in dataset:
         parents: list[tf.Tensor] = []
         if ancestors:
@@ -288,9 +290,10 @@ def predict_from_representation(model: Any, data: Any, target: str, library_size
         own = full[:, d:] if codes is None and module.covariates is not None else None  # its own covariate latents
         rows = ([inputs["batch"][target]] if codes is None
                 else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes])
-        mean = tf.add_n([likelihood.normalized_mean(module.decode(target, z_hat, row, own), library_size)
-                         for row in rows]) / len(rows)
+        statistic = expression(likelihood, library_size, log1p, None if depths is None else depths[done:done + n])
+        mean = tf.add_n([statistic(module.decode(target, z_hat, row, own)) for row in rows]) / len(rows)
         parts.append(tf.cast(mean, tf.float32).numpy())
+        done += int(n)
     return np.concatenate(parts)
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from ..data.groups import name_examples
 from ..errors import InputError
 from ..nn import library_size
-from .decoding import averaged_mean, batch_codes
+from .decoding import averaged_mean, batch_codes, expression
 from .specs import check_feature_counts
 
 
@@ -85,8 +85,28 @@ def _check_sources(model: Any, data: Any, ancestors: list[str], experts: list[st
             )
 
 
+def target_depth(model: Any, target: str, depth: Any, n_cells: int) -> np.ndarray:
+    """The library size of ``target`` at which each of ``n_cells`` cells' counts are drawn for
+    ``log1p`` predictions: ``depth`` (a number or one per cell), by default the median the
+    model recorded for ``target`` on its training cells."""
+    if depth is None:
+        depth = model.modality_specs[target].get("median_library_size")
+        if depth is None:
+            raise ValueError(f"the model records no typical library size of {target!r} (it was built before models "
+                             "recorded one, or from specs without data): pass depth=, e.g. the median total count "
+                             f"of {target!r} in the training data.")
+    values = np.asarray(depth, np.float64)
+    if values.ndim == 0:
+        values = np.full(n_cells, float(values))
+    if values.shape != (n_cells,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"depth must be a positive number or one positive number per cell ({n_cells}), got an array "
+                         f"of shape {values.shape} with minimum {np.nanmin(values) if values.size else 'n/a'}.")
+    return values
+
+
 def predict_modality(model: Any, data: Any, target: str, library_size: float = 1e4, n_samples: int = 25,
-                     transform_batch: Any = None, seed: int = 0, batch_size: int = 1024) -> np.ndarray:
+                     transform_batch: Any = None, seed: int = 0, batch_size: int = 1024, log1p: bool = False,
+                     depth: Any = None) -> np.ndarray:
     """See :meth:`~cavachon_like.model.base.MultimodalModel.predict_modality`."""
     if target not in model.modality_names:
         raise KeyError(f"the model has no modality {target!r}; it has {model.modality_names}.")
@@ -114,11 +134,12 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
     _check_sources(model, data, ancestors, experts, target)
     codes = target_batches(model, data, target, transform_batch)
     decoder, likelihood = partial(module.decode, target), module.likelihoods[target]
+    depths = target_depth(model, target, depth, data.n_obs) if log1p else None
     modalities = sources + ([target] if codes is None else [])
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=modalities,
                               batch_categories={m: model.batch_categories[m] for m in modalities})
     rng = np.random.default_rng(seed)
-    parts = []
+    parts, done = [], 0
     for inputs in dataset:
         outputs: dict[str, dict[str, Any]] = {}
         for name in ancestors:
@@ -141,5 +162,7 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
         z = tf.concat(draws, axis=0)
         z_hat = module.hierarchical_encoder(z, [tf.tile(p, [int(n_samples), 1]) for p in parents])
         z_hat = tf.reshape(z_hat, [int(n_samples), n, -1])
-        parts.append(averaged_mean(decoder, likelihood, z_hat, rows, library_size, batch_size))
+        statistic = expression(likelihood, library_size, log1p, None if depths is None else depths[done:done + n])
+        parts.append(averaged_mean(decoder, statistic, z_hat, rows, batch_size))
+        done += n
     return np.concatenate(parts)

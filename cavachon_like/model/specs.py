@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from ..data import MultiModality
 from ..data.genome import chromosome_boundaries
 from ..data.groups import name_examples
+from ..data.qc import library_size_report
 from ..errors import InputError
 from ..module import Component, per_modality, split_spec
 from ..module.component import DEFAULT_LATENT_DIM
@@ -35,7 +36,7 @@ COMPONENT_KEYS = {
     "expert_alignment",
     "sampled_zeros",
 }
-MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories"}
+MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories", "median_library_size"}
 
 #: Bounds of the first encoder layer's width chosen from the number of cells.
 MIN_WIDTH, MAX_WIDTH = 256, 512
@@ -74,6 +75,9 @@ def normalize_modalities(modalities: Mapping[str, Mapping[str, Any]]) -> dict[st
             "n_features": int(spec["n_features"]),
             "batch_key": batch_key,
             "batch_categories": {k: categories[k] for k in batch_key},
+            # recorded from the training data (from_data); log1p predictions draw counts at it
+            **({"median_library_size": float(spec["median_library_size"])}
+               if spec.get("median_library_size") is not None else {}),
         }
     return specs
 
@@ -258,6 +262,12 @@ def with_absent_modalities(components: Mapping[str, Any], modality_specs: Mappin
                          batch_key={m: modality_specs[m]["batch_key"] for m in absent})
 
 
+def _median_library_size(data: Any, modality: str) -> dict[str, float]:
+    """``{"median_library_size": ...}`` over the cells with counts, or nothing if none has any."""
+    median = library_size_report(data, modality)["median"]
+    return {"median_library_size": median} if np.isfinite(median) else {}
+
+
 def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The specs (likelihood, sizes, batch encoding) of the modalities ``components`` use, from ``data``."""
     used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
@@ -271,6 +281,7 @@ def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dic
             "n_features": data.mod[m].n_vars,
             "batch_key": data.modality(m).batch_key,
             "batch_categories": categories[m],
+            **_median_library_size(data, m),
         }
         for m in data.mod
         if m in used
