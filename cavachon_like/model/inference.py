@@ -286,14 +286,14 @@ def predict_from_representation(model: Any, data: Any, target: str, library_size
             parents = [outputs[p][module.conditioned_on] for p in module.parents]
         full = tf.cast(inputs["latent"][component], module.compute_dtype)
         z_hat = module.hierarchical_encoder(full[:, :d], parents)
-        n = tf.shape(z_hat)[0]
+        n = int(tf.shape(z_hat)[0])
         own = full[:, d:] if codes is None and module.covariates is not None else None  # its own covariate latents
         rows = ([inputs["batch"][target]] if codes is None
                 else [tf.tile(tf.constant(c[None, :]), [n, 1]) for c in codes])
         statistic = expression(likelihood, library_size, log1p, None if depths is None else depths[done:done + n])
         mean = tf.add_n([statistic(module.decode(target, z_hat, row, own)) for row in rows]) / len(rows)
         parts.append(tf.cast(mean, tf.float32).numpy())
-        done += int(n)
+        done += n
     return np.concatenate(parts)
 
 
