@@ -14,7 +14,7 @@ through the public model interface only:
 - RNA predicted for the cells whose RNA was removed (from their ATAC, through the model),
   against their real RNA: median per-gene and per-cell Pearson r of log-normalised values and the
   per-type r (as ``benchmarks/snare_prediction.py``; log1p of the decoded mean, and the expected
-  log-normalised value, ``log1p=True``), beside the baseline that averages the
+  log-normalised value, ``log1p=True``, at the RNA depth each cell's ATAC total implies), beside the baseline that averages the
   log-normalised RNA of each cell's 20 nearest RNA-measured cells in an ATAC LSI space.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from snare_prediction import log_normalised, lsi, scores
 from cavachon_like import MultiModality, read_h5mu
 from cavachon_like.analysis import knn_agreement
 from cavachon_like.analysis.report import load_run
+from cavachon_like.data.depth import library_size_fits, predicted_library_size
 
 
 LIKELIHOODS = {"atac": "bernoulli", "rna": "nb"}
@@ -80,8 +81,11 @@ def score(paired_dir: str, mosaic_dir: str, data_path: str, label: str, n_sample
     observed = log_normalised(truth[kept])
     predicted = model.predict_modality(mosaic[lacking[kept]], "rna", n_samples=n_samples)
     result = scores(np.log1p(predicted), observed, labels[lacking[kept]])
-    # the expected log-normalised value at the model's recorded median RNA depth (of the cells with RNA)
-    expected = scores(model.predict_modality(mosaic[lacking[kept]], "rna", n_samples=n_samples, log1p=True),
+    # The expected log-normalised value at the RNA depth each cell's ATAC total implies: the model's
+    # default, a fit over the cells with RNA, refitted here for models saved before they recorded it.
+    cells = mosaic[lacking[kept]]
+    implied = predicted_library_size(cells, library_size_fits(mosaic, ["atac", "rna"])["rna"])
+    expected = scores(model.predict_modality(cells, "rna", n_samples=n_samples, log1p=True, depth=implied),
                       observed, labels[lacking[kept]])
     space = lsi(mosaic.mod["atac"].X)
     measured = np.flatnonzero(has_rna)

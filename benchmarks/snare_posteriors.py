@@ -15,7 +15,7 @@ validation (its own split), through the public model interface only:
   latents concatenated (all cells, as the clustering scorecard);
 - RNA predicted from ATAC alone for the held-out cells (``gene r``, ``cell r``, ``type r`` as in
   ``benchmarks/snare_prediction.py``), as log1p of the decoded mean and as the expected
-  log-normalised value at the training cells' median RNA depth (``log1p=True``), beside the
+  log-normalised value at the RNA depth each cell's ATAC total implies (``log1p=True``), beside the
   20-NN-in-LSI baseline;
 - on all cells, per latent: the mixture clusters' NMI and mean best-match F1 against the labels,
   and the 20-NN agreement of the library (``--batch``) beside what random mixing gives; the same
@@ -28,7 +28,7 @@ import argparse
 import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.neighbors import NearestNeighbors
-from snare_prediction import log_normalised, lsi, scores
+from snare_prediction import implied_depths, log_normalised, lsi, scores
 
 from cavachon_like import MultiModality
 from cavachon_like.analysis import cluster_agreement, knn_agreement
@@ -89,7 +89,7 @@ def main() -> None:
         atac_only = MultiModality({"atac": data.subset(held_out).mod["atac"]})
         predicted = model.predict_modality(atac_only, "rna", transform_batch="all")
         prediction = scores(np.log1p(predicted), observed[held_out], labels[held_out])
-        depth = float(np.median(np.asarray(data.mod["rna"].X[train_idx].sum(1)).ravel()))
+        depth = implied_depths(data, train_idx, atac_only)
         expected = scores(model.predict_modality(atac_only, "rna", transform_batch="all", log1p=True, depth=depth),
                           observed[held_out], labels[held_out])
         print(f"{run_dir}: {model.latent_names} on {len(held_out)} held-out cells: {density}; "

@@ -38,6 +38,16 @@ _TF_CHATTER = re.compile(r"^(?:[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
 _NO_GPU = re.compile(r"^E\d{4} [\d:.]+ +\d+ \S+:\d+\] failed call to cuInit")
 
 
+def _depth(value: str) -> float | str:
+    """``--depth``: a positive number or ``median``."""
+    if value == "median":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'median', got {value!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     # --verbose is accepted before and after the subcommand. On the subcommands it defaults to
     # SUPPRESS: a subparser's default would otherwise overwrite a --verbose given before it.
@@ -71,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--log1p", action="store_true",
                          help="expected log-normalised values (log1p of counts per 10,000, as scanpy's) instead of "
                               "decoded means")
-    predict.add_argument("--depth", type=float,
-                         help="with --log1p: library size the counts are drawn at (default: the training median)")
+    predict.add_argument("--depth", type=_depth,
+                         help="with --log1p: library size the counts are drawn at, or 'median' (the training "
+                              "median); default: each cell's, predicted from its other modalities' library sizes")
 
     query = commands.add_parser("map-query", parents=[common],
                                 help="map new cells (e.g. new batches) into a training run's model (scArches-style)")

@@ -57,14 +57,16 @@ def test_rna_from_atac_is_the_decoded_mean_over_prior_draws_of_z_rna(data, train
 
 def test_log1p_prediction_is_the_expected_log_normalised_value_at_the_recorded_depth(data, trained, tmp_path):
     """``log1p=True``: the mean over prior draws and batch rows of E[log1p(1e4 x / depth)] for counts
-    drawn at ``depth``, by default the training cells' median RNA total, which the model records
-    (and keeps through .keras save/load)."""
+    drawn at ``depth``, here ``"median"``: the training cells' median RNA total, which the model
+    records (and keeps through .keras save/load). The default, a depth per cell from its ATAC
+    total, is tested in test_depth.py."""
     import keras
 
     totals = np.asarray(data.mod["rna"].X.sum(1)).ravel()
     assert trained.modality_specs["rna"]["median_library_size"] == pytest.approx(np.median(totals))
     atac_only = MultiModality({"atac": data.mod["atac"][:50]})
-    predicted = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3, log1p=True)
+    predicted = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3, log1p=True,
+                                         depth="median")
     rna = trained.components["rna"]
     z_hat_atac = tf.constant(trained.get_latent_representation(data[:50])["z_hat_atac"])
     rng = np.random.default_rng(3)
@@ -77,6 +79,8 @@ def test_log1p_prediction_is_the_expected_log_normalised_value_at_the_recorded_d
     np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-5)
     # It is not log1p of the decoded mean: below it everywhere (Jensen), and well below on average.
     mean = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3)
+    default = trained.predict_modality(atac_only, "rna", transform_batch="all", n_samples=2, seed=3, log1p=True)
+    assert np.all(default <= np.log1p(mean) + 1e-4)  # Jensen holds at any depth
     assert np.all(predicted <= np.log1p(mean) + 1e-4) and np.mean(np.log1p(mean) - predicted) > 0.05
     # One depth per cell; a deeper cell's expected values are higher.
     depths = np.r_[np.full(25, 50.0), np.full(25, 5000.0)]

@@ -48,7 +48,7 @@ def gene_correlations(predicted: np.ndarray, observed: Any, library_size: float 
 
 def predict_run(run_dir: str | Path, target: str, data_path: str | Path | None = None, out: str | Path | None = None,
                 n_samples: int = 25, transform_batch: str | None = "all", seed: int = 0, log1p: bool = False,
-                depth: float | None = None) -> dict[str, Any]:
+                depth: float | str | None = None) -> dict[str, Any]:
     """Predict modality ``target`` of a ``train`` run from the cells' other modalities.
 
     The cells are the run's own (``result.h5mu``) or those of ``data_path``, restricted

@@ -133,6 +133,11 @@ def blockwise(x: Any, fn: Callable[[Any], Any], axis: int) -> np.ndarray:
     return np.concatenate(parts) if axis == 1 else np.sum(parts, axis=0)
 
 
+def totals(x: Any, axis: int) -> np.ndarray:
+    """Sums of ``x`` over ``axis`` in float64, block by block: per cell (``axis=1``) or per feature (``axis=0``)."""
+    return blockwise(x, lambda block: block.sum(axis=axis, dtype=np.float64), axis).astype(np.float64)
+
+
 def source_path(x: Any) -> Path:
     """The file a backed matrix lives in."""
     return Path(x.group.file.filename)

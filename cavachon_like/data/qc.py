@@ -26,7 +26,7 @@ import numpy as np
 from .._registry import Registry, register_subclass
 from ..errors import InputError
 from . import genome
-from .backed import blockwise
+from .backed import blockwise, totals
 from .groups import name_examples
 from .modality import UNS_KEY
 
@@ -46,10 +46,6 @@ def _expressed(x: Any, axis: int) -> np.ndarray:
     """Number of entries > 0 per row (``axis=1``) or column (``axis=0``); a matrix on disk block by block."""
     # compare rather than getnnz(): explicitly stored zeros must not count as expressed
     return blockwise(x, lambda block: (block > 0).sum(axis=axis), axis)
-
-
-def _totals(x: Any, axis: int) -> np.ndarray:
-    return blockwise(x, lambda block: block.sum(axis=axis, dtype=np.float64), axis).astype(np.float64)
 
 
 class QCStep:
@@ -161,7 +157,7 @@ class FilterCells(QCStep):
         if self.max_features is not None:
             keep &= n <= self.max_features
         if self.max_counts is not None:
-            keep &= _totals(x, axis=1) <= self.max_counts
+            keep &= totals(x, axis=1) <= self.max_counts
         return keep
 
 
@@ -203,7 +199,7 @@ class FilterCellsByFraction(QCStep):
             return np.ones(x.shape[0], dtype=bool)
         # a sparse matrix-vector product touches only the non-zeros
         in_matching = blockwise(x, lambda block: block @ matching.astype(np.float64), axis=1)
-        total = _totals(x, axis=1)
+        total = totals(x, axis=1)
         fraction = np.divide(in_matching, total, out=np.zeros_like(total), where=total > 0)
         return fraction <= self.max_fraction
 
@@ -246,7 +242,7 @@ class FilterFeatures(QCStep):
     def keep_features(self, x: Any, mm: MultiModality) -> np.ndarray:
         keep = np.ones(x.shape[1], dtype=bool)
         if self.min_counts is not None:
-            keep &= _totals(x, axis=0) >= self.min_counts
+            keep &= totals(x, axis=0) >= self.min_counts
         if self.min_cells is not None or self.max_cells_fraction is not None:
             n_cells = _expressed(x, axis=0)
             if self.min_cells is not None:
@@ -321,22 +317,22 @@ def library_size_report(mm: MultiModality, modality: str) -> dict[str, Any]:
         :data:`EXTREME_LIBRARY_RATIO`); ``extreme_cells`` and ``extreme_sizes``.
     """
     mod = mm.modality(modality)
-    totals = _totals(mod.X, axis=1)[mod.measured]  # mosaic data: unmeasured cells' rows are empty
+    sizes = totals(mod.X, axis=1)[mod.measured]  # mosaic data: unmeasured cells' rows are empty
     names = mod.obs_names[mod.measured]
-    zero = totals == 0
-    positive = totals[totals > 0]
+    zero = sizes == 0
+    positive = sizes[sizes > 0]
     median = threshold = float("nan")
-    extreme = np.zeros(len(totals), dtype=bool)
+    extreme = np.zeros(len(sizes), dtype=bool)
     if positive.size:
         logs = np.log(positive)
         centre = float(np.median(logs))
         mad = 1.4826 * float(np.median(np.abs(logs - centre)))
         median = float(np.median(positive))
         threshold = max(EXTREME_LIBRARY_RATIO * median, float(np.exp(centre + EXTREME_LIBRARY_MADS * mad)))
-        extreme = totals > threshold
-    return {"n_cells": len(totals), "zero_cells": list(names[zero]), "median": median,
+        extreme = sizes > threshold
+    return {"n_cells": len(sizes), "zero_cells": list(names[zero]), "median": median,
             "threshold": threshold, "extreme_cells": list(names[extreme]),
-            "extreme_sizes": totals[extreme].tolist()}
+            "extreme_sizes": sizes[extreme].tolist()}
 
 
 def library_size_warnings(mm: MultiModality, modality: str) -> list[str]:

@@ -144,10 +144,14 @@ class MultimodalModel:
         With ``log1p``, the prediction is instead the expected *log-normalised* value,
         ``E[log1p(library_size * x / depth)]`` for counts ``x`` drawn from the likelihood at
         library size ``depth`` (averaged over the same draws): what log-normalised data
-        (scanpy's ``normalize_total`` + ``log1p``) are compared with. ``depth`` is a number or
-        one per cell, by default the median library size of ``target`` over the model's
-        training cells. At the few hundred counts per cell of many single-cell assays, the
-        log of the mean overstates rare features, most of whose values are 0."""
+        (scanpy's ``normalize_total`` + ``log1p``) are compared with. At the few hundred counts
+        per cell of many single-cell assays, the log of the mean overstates rare features,
+        most of whose values are 0. ``depth`` is a number or one per cell; ``"median"``, the
+        median library size of ``target`` over the model's training cells; by default each
+        cell's library size of ``target`` predicted from those of its other modalities (a
+        log-linear fit the model recorded on its training data, as ``modality_specs[target]
+        ["library_size_from"]``; paired modalities share a cell's capture efficiency), and
+        the median for cells without such a modality."""
         raise NotImplementedError(f"{type(self).__name__} must implement this method.")
 
     def marginal_log_likelihood(

@@ -277,7 +277,7 @@ def predict_from_representation(model: Any, data: Any, target: str, library_size
                               batch_categories={m: model.batch_categories[m] for m in loaded},
                               per_cell={"latent": {component: latents}})
     likelihood, d = module.likelihoods[target], module.latent_dim
-    depths = target_depth(model, target, depth, data.n_obs) if log1p else None
+    depths = target_depth(model, target, depth, data) if log1p else None
     parts, done = [], 0
     for inputs in dataset:
         parents: list[tf.Tensor] = []

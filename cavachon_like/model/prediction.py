@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ..data.depth import predicted_library_size
 from ..data.groups import name_examples
 from ..errors import InputError
 from ..nn import library_size
@@ -85,22 +86,35 @@ def _check_sources(model: Any, data: Any, ancestors: list[str], experts: list[st
             )
 
 
-def target_depth(model: Any, target: str, depth: Any, n_cells: int) -> np.ndarray:
-    """The library size of ``target`` at which each of ``n_cells`` cells' counts are drawn for
-    ``log1p`` predictions: ``depth`` (a number or one per cell), by default the median the
-    model recorded for ``target`` on its training cells."""
-    if depth is None:
-        depth = model.modality_specs[target].get("median_library_size")
-        if depth is None:
+def target_depth(model: Any, target: str, depth: Any, data: Any) -> np.ndarray:
+    """The library size of ``target`` at which each cell of ``data`` has its counts drawn for
+    ``log1p`` predictions.
+
+    ``depth`` is a number or one per cell; ``"median"``, the median the model recorded for
+    ``target`` on its training cells; ``None`` (the default), each cell's size predicted from
+    its other modalities' library sizes by the log-linear fits the model recorded
+    (:func:`~cavachon_like.data.depth.library_size_fits`), and the median for cells without one.
+    """
+    spec = model.modality_specs[target]
+    if depth is None or (isinstance(depth, str) and depth == "median"):
+        median = spec.get("median_library_size")
+        if median is None:
             raise ValueError(f"the model records no typical library size of {target!r} (it was built before models "
                              "recorded one, or from specs without data): pass depth=, e.g. the median total count "
                              f"of {target!r} in the training data.")
+        values = np.full(data.n_obs, float(median))
+        if depth is None and spec.get("library_size_from"):
+            predicted = predicted_library_size(data, spec["library_size_from"])
+            values = np.where(np.isfinite(predicted), predicted, values)
+        return values
+    if isinstance(depth, str):
+        raise ValueError(f"depth must be a number, one number per cell, 'median' or None, got {depth!r}.")
     values = np.asarray(depth, np.float64)
     if values.ndim == 0:
-        values = np.full(n_cells, float(values))
-    if values.shape != (n_cells,) or not np.all(np.isfinite(values) & (values > 0)):
-        raise ValueError(f"depth must be a positive number or one positive number per cell ({n_cells}), got an array "
-                         f"of shape {values.shape} with minimum {np.nanmin(values) if values.size else 'n/a'}.")
+        values = np.full(data.n_obs, float(values))
+    if values.shape != (data.n_obs,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"depth must be a positive number or one positive number per cell ({data.n_obs}), got an "
+                         f"array of shape {values.shape} with minimum {np.nanmin(values) if values.size else 'n/a'}.")
     return values
 
 
@@ -134,7 +148,7 @@ def predict_modality(model: Any, data: Any, target: str, library_size: float = 1
     _check_sources(model, data, ancestors, experts, target)
     codes = target_batches(model, data, target, transform_batch)
     decoder, likelihood = partial(module.decode, target), module.likelihoods[target]
-    depths = target_depth(model, target, depth, data.n_obs) if log1p else None
+    depths = target_depth(model, target, depth, data) if log1p else None
     modalities = sources + ([target] if codes is None else [])
     dataset = data.to_dataset(batch_size=batch_size, shuffle=False, modalities=modalities,
                               batch_categories={m: model.batch_categories[m] for m in modalities})

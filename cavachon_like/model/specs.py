@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data import MultiModality
+from ..data.depth import library_size_fits
 from ..data.genome import chromosome_boundaries
 from ..data.groups import name_examples
 from ..data.qc import library_size_report
@@ -36,7 +37,8 @@ COMPONENT_KEYS = {
     "expert_alignment",
     "sampled_zeros",
 }
-MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories", "median_library_size"}
+MODALITY_KEYS = {"likelihood", "n_features", "batch_key", "batch_categories", "median_library_size",
+                 "library_size_from"}
 
 #: Bounds of the first encoder layer's width chosen from the number of cells.
 MIN_WIDTH, MAX_WIDTH = 256, 512
@@ -78,8 +80,21 @@ def normalize_modalities(modalities: Mapping[str, Mapping[str, Any]]) -> dict[st
             # recorded from the training data (from_data); log1p predictions draw counts at it
             **({"median_library_size": float(spec["median_library_size"])}
                if spec.get("median_library_size") is not None else {}),
+            # and how the other modalities' library sizes predict it (data.depth.library_size_fits)
+            **({"library_size_from": _library_size_from(name, spec["library_size_from"])}
+               if spec.get("library_size_from") else {}),
         }
     return specs
+
+
+def _library_size_from(name: str, fits: Any) -> dict[str, dict[str, float]]:
+    """``fits`` checked: a mapping of source modalities to fits with every number a fit has."""
+    keys = ("intercept", "slope", "sd", "r", "n_cells")
+    if not isinstance(fits, Mapping) or not all(isinstance(f, Mapping) and all(k in f for k in keys)
+                                                for f in fits.values()):
+        raise ValueError(f"modality {name!r}: library_size_from must map source modalities to fits with keys "
+                         f"{list(keys)}, got {fits!r}.")
+    return {str(source): {k: float(fit[k]) for k in keys} for source, fit in fits.items()}
 
 
 def check_components(components: Sequence[dict[str, Any]], modalities: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -275,6 +290,7 @@ def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dic
     if missing:
         raise ValueError(f"components use modalities {missing} that the data lacks; it has {sorted(data.mod)}.")
     categories = data.batch_categories()
+    fits = library_size_fits(data, sorted(m for m in data.mod if m in used))
     return {
         m: {
             "likelihood": data.modality(m).likelihood,
@@ -282,6 +298,7 @@ def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dic
             "batch_key": data.modality(m).batch_key,
             "batch_categories": categories[m],
             **_median_library_size(data, m),
+            **({"library_size_from": fits[m]} if m in fits else {}),
         }
         for m in data.mod
         if m in used
