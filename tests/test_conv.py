@@ -12,7 +12,7 @@ import tensorflow as tf
 from cavachon_like import CAVACHON, simulate
 from cavachon_like.data import shuffle_bins, simulate_binned
 from cavachon_like.nn import DECODERS, ENCODERS, Conv1DDecoder, Conv1DEncoder, Encoder
-from cavachon_like.nn.conv import conv_layout
+from cavachon_like.nn.conv_layout import conv_layout
 
 
 def counts(n_cells: int, n_bins: int, seed: int = 0) -> tf.Tensor:
@@ -277,7 +277,7 @@ def test_encoder_and_decoder_match_a_per_chromosome_reference(kw, sizes):
 def test_fused_batch_norm_is_keras_batch_norm():
     """Training: the same output, gradients and moving statistics as the Keras layer; anything
     else goes through the layer."""
-    from cavachon_like.nn.conv import _batch_norm
+    from cavachon_like.nn.conv_layout import fused_batch_norm
 
     h = tf.constant(np.random.default_rng(0).gamma(2.0, size=(6, 9, 4)), tf.float32)
     keras_norm, fused_norm = keras.layers.BatchNormalization(), keras.layers.BatchNormalization()
@@ -287,7 +287,7 @@ def test_fused_batch_norm_is_keras_batch_norm():
     fused_norm.set_weights(keras_norm.get_weights())
     results = []
     for apply, norm in ((lambda: keras_norm(h, training=True), keras_norm),
-                        (lambda: _batch_norm(fused_norm, h, True), fused_norm)):
+                        (lambda: fused_batch_norm(fused_norm, h, True), fused_norm)):
         with tf.GradientTape() as tape:
             tape.watch(h)
             y = apply()
@@ -296,9 +296,9 @@ def test_fused_batch_norm_is_keras_batch_norm():
     for a, b in zip(*results):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
     # Inference and a frozen layer use the moving statistics, as the layer does.
-    np.testing.assert_allclose(_batch_norm(fused_norm, h, False), keras_norm(h, training=False), rtol=1e-6)
+    np.testing.assert_allclose(fused_batch_norm(fused_norm, h, False), keras_norm(h, training=False), rtol=1e-6)
     fused_norm.trainable = keras_norm.trainable = False
-    np.testing.assert_allclose(_batch_norm(fused_norm, h, True), keras_norm(h, training=True), rtol=1e-6)
+    np.testing.assert_allclose(fused_batch_norm(fused_norm, h, True), keras_norm(h, training=True), rtol=1e-6)
 
 
 def test_training_step_has_no_gathers_or_overlap_add_when_kernel_equals_stride():

@@ -37,20 +37,7 @@ each chromosome's bins. Without ``chromosome_sizes`` the bins are one segment, p
 at its end only. Padding costs at most ``stride - 1`` (plus ``kernel - stride``)
 positions per chromosome and layer.
 
-Implementation
---------------
-The layouts change by one split into contiguous pieces and one concat with zero blocks
-per layer (no gathers along the bins), sparse input is written straight into the padded
-layout, a transposed convolution with kernel = stride (no overlapping windows) is one
-matrix product, as is a convolution with kernel = stride, and batch norm of the
-convolutional maps uses TensorFlow's fused kernel in training. The Keras layers hold the
-weights (and compute every other case), so the numbers, the weights and saved models are
-those of the plain layers: ``tests/test_conv.py`` checks them against the Keras layers
-applied one chromosome at a time. On SNARE-seq's 15,616 bins x 2 channels a training step
-of ``configs/convnet.yaml`` (batch 128, 2-core CPU) went from 324 to 222 ms, against
-138 ms for the dense ``configs/convnet_fc.yaml``: gathers with one float per slice, their
-scatter-add gradients, the strided transposed convolutions and Keras' unfused batch norm
-had cost the difference.
+The layouts and the fast paths of these layers are in :mod:`cavachon_like.nn.conv_layout`.
 """
 from __future__ import annotations
 
@@ -60,6 +47,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .conv_layout import (
+    check_conv_args,
+    conv_layout,
+    fused_batch_norm,
+    relayout,
+    segment_sizes,
+    strided_matmul,
+    strided_matmul_transpose,
+)
 from .decoder import Decoder
 from .encoder import Encoder
 from .sparse import as_dense
@@ -68,159 +64,6 @@ from .sparse import as_dense
 DEFAULT_FILTERS = (32,)
 DEFAULT_KERNEL_SIZE = 11
 DEFAULT_UNITS = (128,)
-
-
-def _out_length(n: int, kernel: int, stride: int) -> int:
-    """Windows of a valid convolution that cover all ``n`` positions of one segment (zero-padded)."""
-    return -(-max(n - kernel, 0) // stride) + 1
-
-
-def conv_layout(sizes: Sequence[int], kernels: Sequence[int], strides: Sequence[int]) -> list[dict[str, list[int]]]:
-    """Per-layer segment lengths of the chromosome-respecting convolution stack.
-
-    For layer ``i`` with input segments ``n`` (the chromosome sizes for ``i = 0``):
-    ``padded`` (each a multiple of the stride and at least the kernel) is what the layer
-    reads, ``windows = padded / stride`` the windows starting in each segment, and
-    ``out`` (<= ``windows``) those that lie entirely in the segment, i.e. the next
-    layer's ``n``. Returns one ``{"n", "padded", "windows", "out"}`` per layer.
-    """
-    layout = []
-    n = [int(s) for s in sizes]
-    for kernel, stride in zip(kernels, strides):
-        out = [_out_length(s, kernel, stride) for s in n]
-        padded = [stride * (-(-(kernel + stride * (o - 1)) // stride)) for o in out]
-        layout.append({"n": n, "padded": padded, "windows": [p // stride for p in padded], "out": out})
-        n = out
-    return layout
-
-
-def _zeros(x: tf.Tensor, n: int, axis: int) -> tf.Tensor:
-    """Zeros shaped like ``x`` but ``n`` long along ``axis``."""
-    shape = tf.shape(x)
-    return tf.zeros(tf.concat([shape[:axis], [n], shape[axis + 1:]], 0), x.dtype)
-
-
-def _relayout(x: tf.Tensor, src: Sequence[int], dst: Sequence[int], total: int | None = None, tail: int = 0,
-              axis: int = 1) -> tf.Tensor:
-    """``x`` re-laid out from segments of lengths ``src`` to segments of lengths ``dst`` along ``axis``.
-
-    Each ``dst`` segment holds the first ``min(s, d)`` positions of its ``src`` segment and
-    zeros after them; ``tail`` zeros follow the last one. ``x`` may hold ``total - sum(src)``
-    more positions after the segments, which are dropped. ``x`` itself when nothing changes.
-    One split into contiguous pieces and one concat with zero blocks: the gradient is a
-    concat and slices, where a gather along ``axis`` (one float per slice when the channels
-    are few) and its scatter-add gradient were the slowest ops of a training step.
-    """
-    src, dst = [int(s) for s in src], [int(d) for d in dst]
-    total = sum(src) if total is None else int(total)
-    if src == dst and not tail and total == sum(src):
-        return x
-    sizes: list[int] = []  # the split of x
-    parts: list[int] = []  # the concat: i >= 0 is piece i of the split, -n is n zeros
-    for s, d in zip(src, dst):
-        take = min(s, d)
-        parts.append(len(sizes))
-        sizes.append(take)
-        if s > take:
-            sizes.append(s - take)
-        if d > take:
-            parts.append(take - d)
-    if total > sum(src):
-        sizes.append(total - sum(src))
-    if tail:
-        parts.append(-int(tail))
-    merged: list[int] = []
-    for part in parts:  # one block of zeros between two pieces
-        if part < 0 and merged and merged[-1] < 0:
-            merged[-1] += part
-        else:
-            merged.append(part)
-    pieces = tf.split(x, sizes, axis=axis) if len(sizes) > 1 else [x]
-    out = [pieces[p] if p >= 0 else _zeros(x, -p, axis) for p in merged]
-    return out[0] if len(out) == 1 else tf.concat(out, axis=axis)
-
-
-def _strided_matmul(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
-    """A valid Conv1D of ``x`` ``(B, L, C)`` with ``kernel`` ``(K, C, F)`` and stride ``K`` (``L`` a
-    multiple of ``K``): the windows do not overlap, so it is ``(B * L / K, K * C)`` times
-    ``(K * C, F)``. Its input gradient is a matrix product too, where a convolution's is a
-    strided transposed convolution, slow on CPU."""
-    k, c, f = (int(d) for d in kernel.shape)
-    y = tf.matmul(tf.reshape(x, [-1, k * c]), tf.reshape(tf.cast(kernel, x.dtype), [k * c, f]))
-    y = tf.reshape(y, [-1, int(x.shape[1]) // k, f])
-    return y if bias is None else y + tf.cast(bias, x.dtype)
-
-
-def _strided_matmul_transpose(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
-    """A valid Conv1DTranspose of ``h`` ``(B, W, F)`` with ``kernel`` ``(K, O, F)`` and stride
-    ``K``: each input position writes its own ``K`` outputs (no overlap-add), so it is
-    ``(B * W, F)`` times ``(F, K * O)``, reshaped to ``(B, W * K, O)``."""
-    k, o, f = (int(d) for d in kernel.shape)
-    matrix = tf.reshape(tf.transpose(tf.cast(kernel, h.dtype), [2, 0, 1]), [f, k * o])
-    y = tf.reshape(tf.matmul(tf.reshape(h, [-1, f]), matrix), [-1, int(h.shape[1]) * k, o])
-    # A broadcast add, not bias_add: with one output channel the latter's gradient
-    # (BiasAddGrad over a last axis of 1) was slower than the matrix product.
-    return y if bias is None else y + tf.cast(bias, h.dtype)
-
-
-def _batch_norm(norm: keras.layers.BatchNormalization, h: tf.Tensor, training: bool | None) -> tf.Tensor:
-    """``norm(h, training=training)`` for a ``(B, L, C)`` map, by one fused op in training.
-
-    Keras' batch norm is a dozen element-wise ops and reductions (and as many in its
-    gradient) over the whole map, the largest tensor of a Conv1D VAE; TensorFlow's fused
-    kernel does the same normalisation (batch mean and biased variance) in one pass each
-    way. The moving statistics are updated as Keras does, with the biased variance (the
-    fused op returns the unbiased one). Anything else (inference, a frozen layer, half
-    precision, renorm or synchronised statistics) goes through the layer itself.
-    """
-    fusable = (training and norm.trainable and h.dtype == tf.float32 and len(h.shape) == 3 and norm.scale
-               and norm.center and norm.axis in (-1, 2) and not norm.renorm and not norm.synchronized
-               and h.shape[1] is not None)
-    if not fusable:
-        return norm(h, training=training)
-    channels = int(h.shape[2])
-    y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-        x=tf.reshape(h, [-1, int(h.shape[1]), 1, channels]), scale=norm.gamma, offset=norm.beta,
-        mean=tf.zeros([0], h.dtype), variance=tf.zeros([0], h.dtype), epsilon=norm.epsilon, is_training=True,
-        data_format="NHWC")
-    n = tf.cast(tf.size(h) // channels, h.dtype)
-    variance = variance * tf.math.divide_no_nan(n - 1.0, n)
-    norm.moving_mean.assign(norm.moving_mean * norm.momentum + mean * (1.0 - norm.momentum))
-    norm.moving_variance.assign(norm.moving_variance * norm.momentum + variance * (1.0 - norm.momentum))
-    return tf.reshape(y, tf.shape(h))
-
-
-def _check_common(filters: Sequence[int], kernel_size: int | Sequence[int], strides: int | Sequence[int] | None,
-                  dropout: float, chromosome_sizes: Sequence[int] | None, owner: str):
-    filters = [int(f) for f in filters]
-    if not filters or min(filters) < 1:
-        raise ValueError(f"{owner}: filters must be a non-empty list of positive integers, got {filters!r}.")
-    kernels = [int(kernel_size)] * len(filters) if np.isscalar(kernel_size) else [int(k) for k in kernel_size]
-    if strides is None:
-        strides = kernels
-    stride_list = [int(strides)] * len(filters) if np.isscalar(strides) else [int(s) for s in strides]
-    if len(kernels) != len(filters) or len(stride_list) != len(filters):
-        raise ValueError(f"{owner}: {len(filters)} filters but kernel_size {kernels} and strides {stride_list}; "
-                         "give one value for all layers or one per layer.")
-    if min(kernels) < 1 or min(stride_list) < 1:
-        raise ValueError(f"{owner}: kernel_size and strides must be positive, got {kernels} and {stride_list}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout!r}.")
-    sizes = None
-    if chromosome_sizes is not None:
-        sizes = [int(s) for s in chromosome_sizes]
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"{owner}: chromosome_sizes must be positive bin counts, got {chromosome_sizes!r}.")
-    return filters, kernels, stride_list, sizes
-
-
-def _sizes_for(n_bins: int, chromosome_sizes: list[int] | None, owner: str) -> list[int]:
-    if chromosome_sizes is None:
-        return [int(n_bins)]
-    if sum(chromosome_sizes) != n_bins:
-        raise ValueError(f"{owner}: chromosome_sizes sum to {sum(chromosome_sizes)} bins but the modality has "
-                         f"{n_bins}; pass the bins per chromosome of the binned data (chromosome_boundaries).")
-    return list(chromosome_sizes)
 
 
 @keras.saving.register_keras_serializable(package="cavachon_like")
@@ -277,7 +120,7 @@ class Conv1DEncoder(Encoder):
     ) -> None:
         # Skip Encoder.__init__: it builds the MLP body this encoder replaces.
         keras.layers.Layer.__init__(self, **kwargs)
-        self.filters, self.kernel_sizes, self.strides, self.chromosome_sizes = _check_common(
+        self.filters, self.kernel_sizes, self.strides, self.chromosome_sizes = check_conv_args(
             filters, kernel_size, strides, dropout, chromosome_sizes, "Conv1DEncoder")
         self.units = [int(u) for u in units]
         self.dropout = float(dropout)
@@ -296,7 +139,7 @@ class Conv1DEncoder(Encoder):
         self._input_position: np.ndarray | None = None
 
     def _set_layout(self, n_bins: int) -> None:
-        sizes = _sizes_for(n_bins, self.chromosome_sizes, self.name)
+        sizes = segment_sizes(n_bins, self.chromosome_sizes, self.name)
         self.layout = conv_layout(sizes, self.kernel_sizes, self.strides)
         # Where each input bin sits in the first layer's padded sequence (sparse input is
         # scattered straight there).
@@ -310,7 +153,7 @@ class Conv1DEncoder(Encoder):
 
     def _pad(self, h: tf.Tensor, i: int) -> tf.Tensor:
         layer = self.layout[i]
-        return _relayout(h, layer["n"], layer["padded"], tail=self._tail(i))
+        return relayout(h, layer["n"], layer["padded"], tail=self._tail(i))
 
     def _input(self, x: Sequence[tf.Tensor | tf.SparseTensor]) -> tf.Tensor:
         """The modalities as channels ``(B, first padded length, M)``, already padded for layer 0.
@@ -337,7 +180,7 @@ class Conv1DEncoder(Encoder):
         """Layer ``i``'s convolution of its padded input (kernel = stride: one matrix product)."""
         conv = self.convs[i]
         if self.kernel_sizes[i] == self.strides[i]:
-            return _strided_matmul(tf.cast(h, conv.compute_dtype), conv.kernel, conv.bias)  # dtype as the layer's
+            return strided_matmul(tf.cast(h, conv.compute_dtype), conv.kernel, conv.bias)  # dtype as the layer's
         return conv(h)
 
     def _n_bins(self, x_shape: Sequence[Sequence[int | None]]) -> int:
@@ -368,7 +211,7 @@ class Conv1DEncoder(Encoder):
         self.variance_head.build((None, width))
 
     def _block(self, h: tf.Tensor, norm: keras.layers.Layer, training: bool | None) -> tf.Tensor:
-        h = tf.nn.relu(_batch_norm(norm, h, training))
+        h = tf.nn.relu(fused_batch_norm(norm, h, training))
         return self.dropout_layer(h, training=training) if self.dropout_layer is not None else h
 
     def conv_features(self, x: Sequence[tf.Tensor | tf.SparseTensor], training: bool | None = None) -> tf.Tensor:
@@ -378,7 +221,7 @@ class Conv1DEncoder(Encoder):
         h = self._input(x)
         for i, (norm, layer) in enumerate(zip(self.conv_norms, self.layout)):
             h = self._conv(h if i == 0 else self._pad(h, i), i)
-            h = self._block(_relayout(h, layer["windows"], layer["out"]), norm, training)
+            h = self._block(relayout(h, layer["windows"], layer["out"]), norm, training)
         return h
 
     def features(self, x: Sequence[tf.Tensor | tf.SparseTensor], batch: tf.Tensor | None = None,
@@ -472,12 +315,12 @@ class Conv1DDecoder(Decoder):
         **kwargs,
     ) -> None:
         keras.layers.Layer.__init__(self, **kwargs)
-        self.filters, self.kernel_sizes, self.strides, self.chromosome_sizes = _check_common(
+        self.filters, self.kernel_sizes, self.strides, self.chromosome_sizes = check_conv_args(
             filters, kernel_size, strides, dropout, chromosome_sizes, "Conv1DDecoder")
         self.n_features = int(n_features)
         self.parameters = tuple(parameters)
         self.dropout = float(dropout)
-        self.layout = conv_layout(_sizes_for(self.n_features, self.chromosome_sizes, "Conv1DDecoder"),
+        self.layout = conv_layout(segment_sizes(self.n_features, self.chromosome_sizes, "Conv1DDecoder"),
                                   self.kernel_sizes, self.strides)
         self.positions = sum(self.layout[-1]["out"])
         self.dense = keras.layers.Dense(self.positions * self.filters[-1], name="dense")
@@ -509,21 +352,21 @@ class Conv1DDecoder(Decoder):
         """Transposed convolution ``layer`` (of encoder layer ``i``) from ``layout[i]["out"]``
         positions back to ``layout[i]["n"]``; ``squeeze`` drops its single channel."""
         shape = self.layout[i]
-        h = _relayout(h, shape["out"], shape["windows"])
+        h = relayout(h, shape["out"], shape["windows"])
         if self.kernel_sizes[i] == self.strides[i]:
-            h = _strided_matmul_transpose(tf.cast(h, layer.compute_dtype), layer.kernel, layer.bias)
+            h = strided_matmul_transpose(tf.cast(h, layer.compute_dtype), layer.kernel, layer.bias)
         else:
             h = layer(h)
         if squeeze:
             h = tf.squeeze(h, -1)
-        return _relayout(h, shape["padded"], shape["n"], total=self._totals[i])
+        return relayout(h, shape["padded"], shape["n"], total=self._totals[i])
 
     def call(self, z_hat: tf.Tensor, batch: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
         """``{parameter: (B, n_features)}``; ``batch`` may have no columns (no covariates)."""
         h = self.dense(tf.concat([z_hat, tf.cast(batch, z_hat.dtype)], axis=-1))
         h = tf.reshape(h, [tf.shape(h)[0], self.positions, self.filters[-1]])
         for deconv, norm, i in zip(self.deconvs, self.norms, range(len(self.filters) - 1, 0, -1)):
-            h = tf.nn.relu(_batch_norm(norm, self._up(h, deconv, i), training))
+            h = tf.nn.relu(fused_batch_norm(norm, self._up(h, deconv, i), training))
             if self.dropout_layer is not None:
                 h = self.dropout_layer(h, training=training)
         return {p: self._up(h, head, 0, squeeze=True) for p, head in self.heads.items()}
