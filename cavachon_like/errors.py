@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from collections.abc import Iterator
 
 
@@ -15,6 +17,13 @@ class DataWarning(UserWarning):
     """Something in the data worth a look that does not stop a run (cells without counts,
     renamed features, cells lost to an inner join). Also logged, so the command line,
     which shows the log, silences this category instead of printing each message twice."""
+
+
+def warn_data(message: str, logger: logging.Logger) -> None:
+    """``message`` both logged by ``logger`` and as a :class:`DataWarning` (notebooks show one,
+    logs keep the other), attributed to the caller of the function that calls this one."""
+    logger.warning(message)
+    warnings.warn(message, DataWarning, stacklevel=3)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Tests of genomic coordinates and bins (cavachon_like.data.genome) and the QC step bin_genome."""
+"""Tests of genomic coordinates (cavachon_like.data.genome), bins (cavachon_like.data.bins) and the QC step bin_genome."""
 from __future__ import annotations
 
 import time

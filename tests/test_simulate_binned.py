@@ -22,7 +22,7 @@ from cavachon_like.data import (
     simulate,
     simulate_binned,
 )
-from cavachon_like.data.genome import bin_multimodality
+from cavachon_like.data.bins import bin_multimodality
 from cavachon_like.nn import Conv1DDecoder, Conv1DEncoder
 
 CHANNELS = ("atac", "h3k27ac", "h3k27me3")

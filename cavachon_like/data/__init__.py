@@ -3,16 +3,8 @@
 ``MultiModality.to_dataset`` imports TensorFlow on first use, so reading files and
 running QC stay light.
 """
-from .genome import (
-    align_bins,
-    attach_gene_coordinates,
-    bin_counts,
-    chromosome_boundaries,
-    coordinates,
-    parse_coordinates,
-    read_gene_table,
-    read_intervals,
-)
+from .bins import align_bins, bin_counts, chromosome_boundaries
+from .genome import attach_gene_coordinates, coordinates, parse_coordinates, read_gene_table, read_intervals
 from .groups import cell_positions, resolve_groups
 from .modality import UNS_KEY, Modality
 from .multimodality import MultiModality

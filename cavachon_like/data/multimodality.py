@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import DataWarning, InputError
+from ..errors import InputError, warn_data
 from .annotations import global_annotations, no_pull, renamed_var, take_cells, with_var_names
 from .backed import blockwise, copy_subset, is_backed
 from .barcodes import check_unique_barcodes, shared_barcodes, union_barcodes
@@ -158,10 +157,10 @@ class MultiModality(md.MuData):
                     + ", ".join(f"{k!r} lost {n}" for k, n in lost.items())
                     + f"; {len(keep)} cells remain."
                 )
-                _warn(message)
+                warn_data(message, logger)
         self.uns[UNS_KEY] = meta
         if renamed:
-            _warn("feature names were made unique:\n  - " + "\n  - ".join(renamed))
+            warn_data("feature names were made unique:\n  - " + "\n  - ".join(renamed), logger)
 
     # access
 
@@ -246,7 +245,7 @@ class MultiModality(md.MuData):
             done.add(name)
             messages += library_size_warnings(self, name)
         for message in messages:
-            _warn(message)
+            warn_data(message, logger)
         return messages
 
     def check_training(self, validation_split: float = 0.0, seed: int = 0,
@@ -400,12 +399,6 @@ class MultiModality(md.MuData):
                 meta["qc"] = qc
 
     write = write_h5mu
-
-
-def _warn(message: str) -> None:
-    """A data warning, both logged and as a :class:`DataWarning` (notebooks show one, logs keep the other)."""
-    logger.warning(message)
-    warnings.warn(message, DataWarning, stacklevel=3)
 
 
 def _smallest(x: Any) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._registry import Registry, register_subclass
 from ..errors import InputError
-from . import genome
+from . import bins, genome
 from .backed import blockwise, totals
 from .groups import name_examples
 from .modality import UNS_KEY
@@ -257,7 +257,7 @@ class BinGenome(QCStep):
 
     Unlike the filters this replaces the modalities' features by bins; the logic, its
     conventions and the parameters are those of
-    :func:`cavachon_like.data.genome.bin_multimodality`. ``modality`` may be a list, e.g.
+    :func:`cavachon_like.data.bins.bin_multimodality`. ``modality`` may be a list, e.g.
     ``{step: bin_genome, modality: [atac, rna], gene_table: mm10_genes.tsv.gz, genes: rna}``.
     """
 
@@ -289,7 +289,7 @@ class BinGenome(QCStep):
                              "disk from the binned file.")
         config = self.get_config()
         del config["step"]
-        return genome.bin_multimodality(mm, modalities=config.pop("modality"), **config)
+        return bins.bin_multimodality(mm, modalities=config.pop("modality"), **config)
 
 
 #: A cell's library size (its total count in one modality) is *extreme* when it is above

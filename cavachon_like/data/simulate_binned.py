@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .genome import BINS_KEY, sort_chromosomes
+from .bins import BINS_KEY
+from .genome import sort_chromosomes
 from .multimodality import MultiModality, no_pull
 
 #: Bins per chromosome of the default genome: mouse (mm10) chromosome lengths scaled to 2,000 bins.

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ..data import MultiModality
 from ..data.depth import library_size_fits
-from ..data.genome import chromosome_boundaries
+from ..data.bins import chromosome_boundaries
 from ..data.groups import name_examples
 from ..data.qc import library_size_report
 from ..errors import InputError
