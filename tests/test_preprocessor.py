@@ -53,3 +53,26 @@ def test_model_adapts_tfidf_saves_it_and_refuses_an_unadapted_dataset(small_data
     np.testing.assert_array_equal(np.array(loaded.components["atac"].preprocessors["atac"].idf), idf)
     np.testing.assert_array_equal(loaded.get_latent_representation(data)["z_atac"],
                                   model.get_latent_representation(data)["z_atac"])
+
+
+def test_a_preprocessor_spec_keyed_by_modality_overrides_its_transform(small_data, tmp_path):
+    """``preprocessor: {atac: {transform: tfidf}}`` gives ATAC, modelled as ZINB counts (scMM), the
+    TF-IDF input of Signac; RNA keeps the transform of its likelihood, and the model adapts and saves
+    the statistics that transform needs."""
+    data = MultiModality(small_data, likelihoods={"atac": "zinb", "rna": "zinb"})
+    spec = {"name": "joint", "modalities": ["atac", "rna"], "posterior": "moe", "latent_dim": 3,
+            "encoder": {"units": [16]}, "decoder": {"units": [16]}, "preprocessor": {"atac": {"transform": "tfidf"}}}
+    model = CAVACHON.from_data(data, [spec], seed=0, pretrain_epochs=0)
+    preprocessors = model.components["joint"].preprocessors
+    assert preprocessors["atac"].transform == "tfidf" and preprocessors["rna"].transform == "log1p_normalize"
+    model.compile()
+    model.fit(data, epochs=1, batch_size=64, verbose=0)
+    assert preprocessors["atac"].is_adapted
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.components["joint"].preprocessors["atac"].transform == "tfidf"
+    np.testing.assert_allclose(loaded.get_latent_representation(data)["z_joint"],
+                               model.get_latent_representation(data)["z_joint"], rtol=1e-5, atol=1e-6)
+    # One spec for all modalities still applies to each of them.
+    both = CAVACHON.from_data(data, [{**spec, "preprocessor": {"transform": "tfidf"}}], seed=0, pretrain_epochs=0)
+    assert {p.transform for p in both.components["joint"].preprocessors.values()} == {"tfidf"}

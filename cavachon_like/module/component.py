@@ -97,9 +97,11 @@ class Component(keras.layers.Layer):
     prior
         Prior spec, default the learnable Gaussian mixture with K = 2 * latent_dim + 1.
     encoder, decoder, hierarchical_encoder, preprocessor
-        Module specs: an alias or ``{"class": alias, **kwargs}``. The decoder spec
-        applies to every modality of the component, or, keyed by modality names, gives
-        each its own (as the encoder spec does for experts; see ``posterior``).
+        Module specs: an alias or ``{"class": alias, **kwargs}``. The decoder and
+        preprocessor specs apply to every modality of the component, or, keyed by modality
+        names, give each its own (as the encoder spec does for experts; see ``posterior``);
+        a preprocessor transforms as its modality's likelihood asks unless it sets
+        ``transform``, e.g. ``{atac: {transform: tfidf}}``.
     seed
         Seed of the reparameterisation noise.
     """
@@ -146,10 +148,11 @@ class Component(keras.layers.Layer):
         self.representation = dict(representation or {})
         self.expert_alignment = float(expert_alignment)
         self.seed = seed
-        self.preprocessors = {
-            m: build_from_spec(
-                PREPROCESSORS, preprocessor, "default", transform=lik.input_transform, name=f"preprocessor_{m}"
-            )
+        preprocessors = (per_modality(preprocessor, list(self.likelihoods), f"component {self.name!r}: preprocessor")
+                         or dict.fromkeys(self.likelihoods, preprocessor))
+        self.preprocessors = {  # the likelihood's input transform unless the spec names another
+            m: build_from_spec(PREPROCESSORS, preprocessors[m], "default", defaults={"transform": lik.input_transform},
+                               name=f"preprocessor_{m}")
             for m, lik in self.likelihoods.items()
         }
         self.covariates = self._covariate_model()

@@ -19,13 +19,16 @@ def split_spec(spec: str | dict | None, default: str) -> tuple[str, dict[str, An
     raise TypeError(f"a module spec is an alias string or a dict with a 'class' key, got {type(spec).__name__}.")
 
 
-def build_from_spec(registry: Registry, spec: str | dict | None, default: str, **kwargs: Any) -> Any:
-    """Instantiate ``spec`` from ``registry``; ``kwargs`` are the values the component owns."""
+def build_from_spec(registry: Registry, spec: str | dict | None, default: str, defaults: dict[str, Any] | None = None,
+                    **kwargs: Any) -> Any:
+    """Instantiate ``spec`` from ``registry``; ``kwargs`` are the values the component owns,
+    ``defaults`` those it chooses unless the spec sets them."""
     alias, user_kwargs = split_spec(spec, default)
     clash = sorted(set(user_kwargs) & set(kwargs))
     if clash:
         raise ValueError(f"{registry.kind} spec sets {clash}, which the component sets itself; remove them.")
     cls = registry.get(alias)
+    user_kwargs = {**(defaults or {}), **user_kwargs}
     try:
         return cls(**user_kwargs, **kwargs)
     except (TypeError, ValueError) as error:  # Keras layers reject unknown arguments with a ValueError
