@@ -177,3 +177,37 @@ def test_the_prior_update_reports_the_map_prior_term_of_point_latents(caplog):
     after = float(lines[-1].split("->")[1].split()[0])
     expected = -np.mean(model.components["joint"].prior.log_prob(z))
     assert abs(after - expected) < 0.05 * abs(expected) + 0.01  # the same quantity, at the rows after the update
+
+
+def test_two_replicas_train_the_table_and_the_decoders_as_one_device():
+    """MirroredStrategy over two logical CPUs: each replica steps the rows of its half of the batch
+    and gathers the other half's, so every copy of the table, and the decoders,
+    match the single-device run from the same start (two epochs of two steps)."""
+    assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest configures two logical CPUs"
+    data = simulate(n_cells=160, n_batches=2, n_atac=60, n_rna=30, seed=5)
+    components = [{"name": "joint", "modalities": ["atac", "rna"], "posterior": "representation", "latent_dim": 4,
+                   "decoder": {"units": [16]}}]
+
+    def train(strategy, initial=None):
+        with strategy.scope():
+            model = CAVACHON.from_data(data, components, training="joint", pretrain_epochs=0, seed=0)
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+        if initial is not None:
+            model.set_weights(initial)
+        model.sample_latent = False
+        table = model.components["joint"].encoder
+        history = model.fit(data[:128], epochs=2, batch_size=64, verbose=0)
+        return model, table, history.history
+
+    single, single_table, single_history = train(tf.distribute.get_strategy())
+    initial = CAVACHON.from_data(data, components, training="joint", seed=0).get_weights()
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    model, table, history = train(mirrored, initial)
+    np.testing.assert_allclose(history["loss"], single_history["loss"], rtol=1e-5)
+    expected = np.asarray(single_table.embeddings)
+    for copy in mirrored.experimental_local_results(table.embeddings.value):
+        np.testing.assert_allclose(copy.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(table.steps)[:128], 2.0)  # every training row: one step per epoch
+    np.testing.assert_array_equal(np.asarray(table.steps)[128:], 0.0)
+    for w, v in zip(model.trainable_weights, single.trainable_weights):
+        np.testing.assert_allclose(np.asarray(w), np.asarray(v), rtol=1e-3, atol=1e-5, err_msg=w.path)

@@ -336,9 +336,6 @@ def per_cell_inputs(model: Any, data: Any, indices: Any, training: bool) -> dict
         return None
     cells = np.arange(data.n_obs) if indices is None else cell_positions(indices, data.obs_names, "indices")
     if training:
-        if model.distribute_strategy.num_replicas_in_sync > 1:
-            raise ValueError(f"components {list(tables)} learn one latent per cell (posterior: representation), "
-                             "which trains on one device only for now: fit without a multi-replica strategy.")
         index = {}
         for name, table in tables.items():
             if not table.has_cells:

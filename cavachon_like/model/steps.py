@@ -121,9 +121,20 @@ class TrainingSteps:
     @staticmethod
     def _step_tables(tables: Sequence[Any], gradients: Sequence[Any]) -> None:
         """One per-row Adam step of each table, on the rows the batch read (the gradient of a gather
-        is ``IndexedSlices`` of exactly those rows)."""
+        is ``IndexedSlices`` of exactly those rows).
+
+        Under a multi-replica strategy each replica read other cells' rows, and a row's gradient
+        is whole on the replica whose cell it is (the loss is a sum over cells). Every replica
+        gathers all of them and takes the same step on its own copy of the table, so the copies
+        stay equal without an all-reduce of the whole table: the step of one device on the
+        global batch.
+        """
+        replica = tf.distribute.get_replica_context()
         for table, gradient in zip(tables, gradients):
-            table.apply_gradient(gradient.indices, gradient.values)
+            index, values = gradient.indices, gradient.values
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                index, values = replica.all_gather(index, axis=0), replica.all_gather(values, axis=0)
+            table.apply_gradient(index, values)
 
     def predict_step(self, data: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """Float32 posterior means of a batch for ``predict``: ``z_<c>``, ``z_hat_<c>``, when the
