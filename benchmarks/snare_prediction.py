@@ -21,7 +21,10 @@ Baselines on the same cells: the RNA averaged over each held-out cell's 20 neare
 in an ATAC LSI (TF-IDF, 20 SVD components after the first), the average training cell, and the
 model's own reconstruction from the RNA (``get_normalized_expression``, an upper reference that
 sees the RNA). A ceiling for predictions that know a cell's type and nothing finer: the average
-training cell of the held-out cell's true type (it reads the labels, which no model sees).
+training cell of the held-out cell's true type (it reads the labels, which no model sees). And
+a noise ceiling: the scores the model's own prediction would get if the held-out cells' counts
+were Poisson draws from it at their true RNA totals, i.e. what counting noise alone costs a
+perfect prediction of this shape (optimistic: real counts vary more than Poisson).
 """
 from __future__ import annotations
 
@@ -60,6 +63,26 @@ def implied_depths(data: MultiModality, train_idx: np.ndarray, atac_only: MultiM
     implied = predicted_library_size(atac_only, library_size_fits(training, ["atac", "rna"])["rna"])
     median = float(np.median(np.asarray(training.mod["rna"].X.sum(1)).ravel()))
     return np.where(np.isfinite(implied), implied, median)
+
+
+def poisson_expected_log1p(mean: np.ndarray, depth: np.ndarray, max_count: int = 400) -> np.ndarray:
+    """``E[log1p(1e4 x / depth)]`` for ``x ~ Poisson(mean * depth / 1e4)``, ``mean`` per 10,000."""
+    rate, scale = mean * depth / 1e4, 1e4 / depth
+    out, p = np.zeros_like(rate), np.exp(-rate)
+    for k in range(1, max_count):
+        p = p * rate / k
+        out += p * np.log1p(scale * k)
+    return out
+
+
+def noise_ceiling(mean: np.ndarray, depth: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """The scores if the cells' counts *were* Poisson draws from ``mean`` (per 10,000) at their
+    RNA totals ``depth``, against the exact expectation: what counting noise alone leaves of a
+    perfect prediction shaped like this one. Optimistic, as real counts are overdispersed."""
+    depth = np.asarray(depth, np.float64)[:, None]
+    counts = np.random.default_rng(seed).poisson(mean * depth / 1e4).astype(np.float64)
+    drawn = np.log1p(1e4 * counts / np.maximum(counts.sum(1, keepdims=True), 1.0))
+    return scores(poisson_expected_log1p(mean, depth), drawn, labels)
 
 
 def scores(predicted_log: np.ndarray, observed_log: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -103,6 +126,8 @@ def main() -> None:
                                           log1p=True, depth=implied_depths(data, train_idx, atac_only))
         rows.setdefault("cavachon_like from ATAC, expected log1p at the depth ATAC implies", []).append(
             scores(expected, observed[held_out], labels))
+        rows.setdefault("noise ceiling: Poisson draws from the model's mean at the true RNA totals", []).append(
+            noise_ceiling(predicted, np.asarray(test.mod["rna"].X.sum(1)).ravel(), labels))
         reconstructed = model.get_normalized_expression(test, "rna", transform_batch="all")
         rows.setdefault("reconstruction from RNA (reference)", []).append(
             scores(np.log1p(reconstructed), observed[held_out], labels))
