@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -179,35 +183,26 @@ def test_the_prior_update_reports_the_map_prior_term_of_point_latents(caplog):
     assert abs(after - expected) < 0.05 * abs(expected) + 0.01  # the same quantity, at the rows after the update
 
 
-def test_two_replicas_train_the_table_and_the_decoders_as_one_device():
-    """MirroredStrategy over two logical CPUs: each replica steps the rows of its half of the batch
-    and gathers the other half's, so every copy of the table, and the decoders,
-    match the single-device run from the same start (two epochs of two steps)."""
-    assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest configures two logical CPUs"
-    data = simulate(n_cells=160, n_batches=2, n_atac=60, n_rna=30, seed=5)
-    components = [{"name": "joint", "modalities": ["atac", "rna"], "posterior": "representation", "latent_dim": 4,
-                   "decoder": {"units": [16]}}]
-
-    def train(strategy, initial=None):
-        with strategy.scope():
-            model = CAVACHON.from_data(data, components, training="joint", pretrain_epochs=0, seed=0)
-            model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
-        if initial is not None:
-            model.set_weights(initial)
-        model.sample_latent = False
-        table = model.components["joint"].encoder
-        history = model.fit(data[:128], epochs=2, batch_size=64, verbose=0)
-        return model, table, history.history
-
-    single, single_table, single_history = train(tf.distribute.get_strategy())
-    initial = CAVACHON.from_data(data, components, training="joint", seed=0).get_weights()
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    model, table, history = train(mirrored, initial)
-    np.testing.assert_allclose(history["loss"], single_history["loss"], rtol=1e-5)
-    expected = np.asarray(single_table.embeddings)
-    for copy in mirrored.experimental_local_results(table.embeddings.value):
-        np.testing.assert_allclose(copy.numpy(), expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(table.steps)[:128], 2.0)  # every training row: one step per epoch
-    np.testing.assert_array_equal(np.asarray(table.steps)[128:], 0.0)
-    for w, v in zip(model.trainable_weights, single.trainable_weights):
-        np.testing.assert_allclose(np.asarray(w), np.asarray(v), rtol=1e-3, atol=1e-5, err_msg=w.path)
+def test_two_replicas_train_the_table_and_the_decoders_as_one_device(tmp_path):
+    """MirroredStrategy over two logical CPUs (in a process of its own, ``tests/replicas_job.py``):
+    each replica steps the rows of its half of the batch and gathers the other half's, so after
+    two epochs every copy of the table, and the decoders, match the single-device run from the
+    same start."""
+    job = Path(__file__).with_name("replicas_job.py")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(job), str(tmp_path / "runs.npz")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    runs = np.load(tmp_path / "runs.npz")
+    np.testing.assert_allclose(runs["mirrored_loss"], runs["single_loss"], rtol=1e-5)
+    assert runs["mirrored_tables"].shape[0] == 2  # one copy per replica, both checked
+    for copy in runs["mirrored_tables"]:
+        np.testing.assert_allclose(copy, runs["single_tables"][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(runs["mirrored_steps"][:128], 2.0)  # every training row: one step per epoch
+    np.testing.assert_array_equal(runs["mirrored_steps"][128:], 0.0)
+    weights = sorted(k for k in runs.files if k.startswith("single_w"))
+    assert weights
+    for key in weights:
+        np.testing.assert_allclose(runs[key.replace("single", "mirrored")], runs[key], rtol=1e-3, atol=1e-5,
+                                   err_msg=key)
