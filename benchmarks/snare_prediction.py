@@ -32,6 +32,7 @@ import argparse
 
 import numpy as np
 import scipy.sparse as sp
+import tensorflow as tf
 from sklearn.decomposition import TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
 
@@ -39,6 +40,7 @@ from cavachon_like import MultiModality
 from cavachon_like.analysis.prediction import gene_correlations
 from cavachon_like.analysis.report import load_run
 from cavachon_like.data.depth import library_size_fits, predicted_library_size
+from cavachon_like.distributions import Poisson
 
 
 def log_normalised(counts: sp.spmatrix) -> np.ndarray:
@@ -65,24 +67,16 @@ def implied_depths(data: MultiModality, train_idx: np.ndarray, atac_only: MultiM
     return np.where(np.isfinite(implied), implied, median)
 
 
-def poisson_expected_log1p(mean: np.ndarray, depth: np.ndarray, max_count: int = 400) -> np.ndarray:
-    """``E[log1p(1e4 x / depth)]`` for ``x ~ Poisson(mean * depth / 1e4)``, ``mean`` per 10,000."""
-    rate, scale = mean * depth / 1e4, 1e4 / depth
-    out, p = np.zeros_like(rate), np.exp(-rate)
-    for k in range(1, max_count):
-        p = p * rate / k
-        out += p * np.log1p(scale * k)
-    return out
-
-
 def noise_ceiling(mean: np.ndarray, depth: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
     """The scores if the cells' counts *were* Poisson draws from ``mean`` (per 10,000) at their
     RNA totals ``depth``, against the exact expectation: what counting noise alone leaves of a
     perfect prediction shaped like this one. Optimistic, as real counts are overdispersed."""
-    depth = np.asarray(depth, np.float64)[:, None]
-    counts = np.random.default_rng(seed).poisson(mean * depth / 1e4).astype(np.float64)
+    depth = np.asarray(depth, np.float64)
+    counts = np.random.default_rng(seed).poisson(mean * depth[:, None] / 1e4).astype(np.float64)
     drawn = np.log1p(1e4 * counts / np.maximum(counts.sum(1, keepdims=True), 1.0))
-    return scores(poisson_expected_log1p(mean, depth), drawn, labels)
+    # the package's Poisson: rate softmax(logits) * depth, i.e. mean * depth / 1e4 (the mean sums to 1e4)
+    logits = tf.constant(np.log(np.maximum(mean, 1e-30)), tf.float32)
+    return scores(Poisson().expected_log1p({"logits": logits}, depth), drawn, labels)
 
 
 def scores(predicted_log: np.ndarray, observed_log: np.ndarray, labels: np.ndarray) -> dict[str, float]:

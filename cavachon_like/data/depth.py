@@ -24,6 +24,20 @@ def library_sizes(mm: Any, modality: str) -> np.ndarray:
     return totals(mm.mod[modality].X, axis=1).ravel()
 
 
+def library_size_specs(mm: Any, modalities: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What a model records of each modality's library sizes, reading each matrix once:
+    ``median_library_size`` over the cells measured with counts (absent when none has any)
+    and ``library_size_from``, its :func:`library_size_fits` (absent when it has none)."""
+    sizes = {m: library_sizes(mm, m) for m in modalities}
+    fits = _fits(mm, sizes)
+    specs: dict[str, dict[str, Any]] = {}
+    for m in modalities:
+        counted = sizes[m][mm.mod[m].measured & (sizes[m] > 0)]
+        specs[m] = {**({"median_library_size": float(np.median(counted))} if counted.size else {}),
+                    **({"library_size_from": fits[m]} if m in fits else {})}
+    return specs
+
+
 def library_size_fits(mm: Any, modalities: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
     """``{target: {source: fit}}`` for every ordered pair of ``modalities`` with a fit.
 
@@ -33,7 +47,12 @@ def library_size_fits(mm: Any, modalities: Sequence[str]) -> dict[str, dict[str,
     ``slope``, ``sd`` of its residuals, ``r`` (the correlation of the two logs) and
     ``n_cells``, all plain numbers, so they serialise with a model.
     """
-    sizes = {m: library_sizes(mm, m) for m in modalities}
+    return _fits(mm, {m: library_sizes(mm, m) for m in modalities})
+
+
+def _fits(mm: Any, sizes: Mapping[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`library_size_fits` from the modalities' library sizes."""
+    modalities = list(sizes)
     fits: dict[str, dict[str, dict[str, float]]] = {}
     for target in modalities:
         for source in modalities:

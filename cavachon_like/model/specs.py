@@ -11,10 +11,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data import MultiModality
-from ..data.depth import library_size_fits
 from ..data.bins import chromosome_boundaries
+from ..data.depth import library_size_specs
 from ..data.groups import name_examples
-from ..data.qc import library_size_report
 from ..errors import InputError
 from ..module import Component, per_modality, split_spec
 from ..module.component import DEFAULT_LATENT_DIM
@@ -277,12 +276,6 @@ def with_absent_modalities(components: Mapping[str, Any], modality_specs: Mappin
                          batch_key={m: modality_specs[m]["batch_key"] for m in absent})
 
 
-def _median_library_size(data: Any, modality: str) -> dict[str, float]:
-    """``{"median_library_size": ...}`` over the cells with counts, or nothing if none has any."""
-    median = library_size_report(data, modality)["median"]
-    return {"median_library_size": median} if np.isfinite(median) else {}
-
-
 def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The specs (likelihood, sizes, batch encoding) of the modalities ``components`` use, from ``data``."""
     used = {m for c in components for m in ([c["modalities"]] if isinstance(c["modalities"], str) else c["modalities"])}
@@ -290,15 +283,14 @@ def modality_specs_of(data: Any, components: Sequence[Mapping[str, Any]]) -> dic
     if missing:
         raise ValueError(f"components use modalities {missing} that the data lacks; it has {sorted(data.mod)}.")
     categories = data.batch_categories()
-    fits = library_size_fits(data, sorted(m for m in data.mod if m in used))
+    library = library_size_specs(data, sorted(m for m in data.mod if m in used))
     return {
         m: {
             "likelihood": data.modality(m).likelihood,
             "n_features": data.mod[m].n_vars,
             "batch_key": data.modality(m).batch_key,
             "batch_categories": categories[m],
-            **_median_library_size(data, m),
-            **({"library_size_from": fits[m]} if m in fits else {}),
+            **library[m],
         }
         for m in data.mod
         if m in used
