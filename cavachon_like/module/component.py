@@ -23,7 +23,8 @@ from ..nn import (
 )
 from .options import EXPERT_NAMES, check_options
 from .spec import build_from_spec, per_modality
-from .terms import check_sampled_zeros, expert_divergence, present_mean, sampled_reconstruction, stratified_terms
+from .stratified import stratified_pass, stratified_terms
+from .terms import check_sampled_zeros, expert_divergence, sampled_reconstruction
 
 DEFAULT_LATENT_DIM = 20
 #: The posteriors built from one encoder (expert) per modality, by name.
@@ -337,8 +338,8 @@ class Component(keras.layers.Layer):
         present = None if flags is None else [flags[m] for m in mods]
         encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
         if self.posterior in ("moe", "vq") and sample and noise is None:
-            return self._stratified(x, batch, parents, encoded, sizes, decode, bool(training) and self.trainable,
-                                    present)
+            return stratified_pass(self, batch, parents, encoded, sizes, decode,
+                                   bool(training) and self.trainable, present)
         moments = None
         if self.has_experts and self.expert_alignment:  # the penalty needs each expert's posterior
             means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
@@ -395,59 +396,6 @@ class Component(keras.layers.Layer):
         if decode:
             outputs["raw"] = {m: self.decode(m, z_hat, batch[m], covariates) for m in self.modalities}
             outputs["library_size"] = sizes
-        return outputs
-
-    def _stratified(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
-                    encoded: list[tf.Tensor], sizes: Mapping[str, tf.Tensor], decode: bool,
-                    update: bool = False, present: Sequence[tf.Tensor] | None = None) -> dict[str, Any]:
-        """The training pass of a mixture of experts: one sample per expert (stratified sampling,
-        paper 003 Eq. 2), each decoded into every modality; for ``vq``, each expert's code
-        (paper 002's cross-training, plus each modality's own code), the codebook moving
-        when ``update``.
-
-        The experts' samples are stacked along the batch axis (M * B rows, expert-major), so
-        the hierarchical encoder and decoders run once. ``z``/``z_hat`` for the children are
-        one expert's sample per cell, picked uniformly: a draw of the mixture. With ``present``
-        (mosaic data) only the experts of the modalities a cell has count: in the pick, in the
-        joint latent and (through ``experts["present"]``) in the loss.
-        """
-        mods = self.modalities
-        means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
-        n_experts = len(means)
-        mean_stack, var_stack = tf.stack(means), tf.stack(variances)
-        latent_loss = None
-        if self.posterior == "vq":
-            measured = None if present is None else tf.reshape(tf.stack(present), [-1])  # expert-major, as the means
-            quantized, codes, commitment = self.encoder.quantized(tf.reshape(mean_stack, [-1, self.latent_dim]),
-                                                                  update, measured)
-            z_stack = tf.reshape(quantized, tf.shape(mean_stack))
-            commitment = tf.reshape(commitment, [n_experts, -1])
-            latent_loss = (present_mean(commitment, present) + self.encoder.alignment_loss(means, present))
-        else:
-            noise = keras.random.normal(tf.shape(mean_stack), seed=self.noise)
-            z_stack = mean_stack + tf.sqrt(var_stack) * tf.cast(noise, mean_stack.dtype)  # (M, B, d)
-        n = tf.shape(mean_stack)[1]
-        flat = tf.reshape(z_stack, [-1, self.latent_dim])
-        z_hat_flat = self.hierarchical_encoder(flat, [tf.tile(p, [n_experts, 1]) for p in parents])
-        if present is None:
-            pick = keras.random.randint(tf.reshape(n, [1]), 0, n_experts, seed=self.noise)
-        else:  # uniform over the experts the cell has (over all for a cell with none)
-            mask = tf.transpose(tf.stack(present))  # (B, M)
-            has_any = tf.reduce_any(mask > 0, axis=1, keepdims=True)
-            logits = tf.where(has_any, tf.math.log(tf.maximum(mask, 1e-30)), tf.zeros_like(mask))
-            pick = tf.cast(keras.random.categorical(logits, 1, seed=self.noise)[:, 0], tf.int32)
-        rows = pick * n + tf.range(n)
-        z_mean, z_var = self.encoder.combine(means, variances, present)
-        outputs = {"z_mean": z_mean, "z_var": z_var, "z": tf.gather(flat, rows), "z_hat": tf.gather(z_hat_flat, rows),
-                   "experts": {"mean": mean_stack, "var": var_stack, "z": z_stack}}
-        if present is not None:
-            outputs["experts"]["present"] = tf.stack(present)
-        if latent_loss is not None:
-            outputs["experts"]["latent_loss"] = latent_loss
-            outputs["codes"] = codes
-        if decode:
-            outputs["raw"] = {m: self.decoders[m](z_hat_flat, tf.tile(batch[m], [n_experts, 1])) for m in mods}
-            outputs["library_size"] = {m: tf.tile(sizes[m], [n_experts, 1]) for m in mods}
         return outputs
 
     def parameters_of(self, outputs: Mapping[str, Any]) -> dict[str, dict[str, tf.Tensor]]:

@@ -1,15 +1,13 @@
-"""Per-cell loss pieces of a component: experts a cell has, their agreement, the stratified mixture-of-experts
-terms, sampled reconstruction terms."""
+"""Per-cell loss pieces of a component: the agreement of its experts, sampled reconstruction terms."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from ..nn import as_dense, log_mixture_density
 
 
 def expert_divergence(moments: Mapping[str, tf.Tensor]) -> tf.Tensor:
@@ -27,16 +25,6 @@ def expert_divergence(moments: Mapping[str, tf.Tensor]) -> tf.Tensor:
             total += tf.where(weight > 0, divergence, tf.zeros_like(divergence))
             pairs += weight
     return total / tf.maximum(pairs, 1.0)
-
-
-def present_mean(values: tf.Tensor, present: Sequence[tf.Tensor] | None) -> tf.Tensor:
-    """The mean over experts of ``values`` (M, B), per cell over the experts it has (0 with none)."""
-    if present is None:
-        return tf.reduce_mean(values, axis=0)
-    mask = tf.cast(tf.stack(present), values.dtype)
-    # where, not a product: an absent expert's value may be -inf or NaN-producing
-    total = tf.reduce_sum(tf.where(mask > 0, values, tf.zeros_like(values)), axis=0)
-    return total / tf.maximum(tf.reduce_sum(mask, axis=0), 1.0)
 
 
 #: Posteriors whose training pass decodes each cell once (a mixture of experts decodes every
@@ -79,27 +67,3 @@ def sampled_reconstruction(likelihood: Any, decoder: Any, x: tf.Tensor | tf.Spar
     columns = keras.random.randint((k,), 0, n_features, seed=seed, dtype="int32")
     pieces = decoder.sampled(z_hat, batch, target, columns)
     return {**pieces, "scale": tf.constant(n_features / k, tf.float32)}
-
-
-def stratified_terms(likelihoods: Mapping[str, Any], x: Mapping[str, Any], experts: Mapping[str, tf.Tensor],
-                     params: Mapping[str, Mapping[str, tf.Tensor]], prior: Any) -> dict[str, Any]:
-    """Paper 003 Eq. 2 per cell: the mean over experts m of ``-log p(x | z_m)`` and of
-    ``log q(z_m | x) - log p(z_m)``, ``q`` the mixture: a one-sample estimate of its KL,
-    which has no closed form. A quantised latent has no density: its ``kl`` term is the
-    commitment and alignment loss instead (paper 002, Eq. 1-2)."""
-    n_experts = int(experts["z"].shape[0])
-    present = experts.get("present")
-    present = None if present is None else tf.unstack(tf.cast(present, tf.float32))
-    nll = {}
-    for m, lik in likelihoods.items():
-        target = x[m] if lik.accepts_sparse else as_dense(x[m])
-        tiled = (tf.sparse.concat(0, [target] * n_experts) if isinstance(target, tf.SparseTensor)
-                 else tf.tile(target, [n_experts, 1]))
-        nll[m] = -present_mean(tf.reshape(lik.log_prob(tiled, params[m]), [n_experts, -1]), present)
-    if "latent_loss" in experts:
-        return {"kl": experts["latent_loss"], "nll": nll}
-    z = tf.cast(experts["z"], tf.float32)
-    log_q = log_mixture_density(z, tf.cast(experts["mean"], tf.float32), tf.cast(experts["var"], tf.float32),
-                                present)
-    log_p = tf.reshape(prior.log_prob(tf.reshape(z, [-1, int(experts["z"].shape[-1])])), [n_experts, -1])
-    return {"kl": present_mean(log_q - log_p, present), "nll": nll}
