@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import tensorflow as tf
 from common import DEFAULT_DATA, median, peak_rss_bytes, require_file
-from tf_common import VARIANTS, EpochTimer, seed_everything, snare_config
+from tf_common import (VARIANTS, EpochTimer, nnz_per_cell, products_alone, seed_everything, snare_config,
+                       step_products)
 
 
 def time_calls(function: Any, arguments: list[Any], repeats: int) -> float:
@@ -45,8 +46,10 @@ def time_calls(function: Any, arguments: list[Any], repeats: int) -> float:
     return median(times)
 
 
-def time_stage(model: Any, stage: list[str], batches: list[Any], repeats: int) -> dict[str, float]:
-    """Median seconds of the parts of one training step of ``stage``."""
+def time_stage(model: Any, stage: list[str], batches: list[Any], repeats: int,
+               products: list[dict[str, Any]]) -> dict[str, float]:
+    """Median seconds of the parts of one training step of ``stage``, and of its matrix
+    ``products`` (:func:`tf_common.step_products`) alone."""
     from cavachon_like.model.stages import compile_phase
 
     model._set_active(stage)
@@ -85,6 +88,7 @@ def time_stage(model: Any, stage: list[str], batches: list[Any], repeats: int) -
         "gradients": time_calls(gradients, batches, repeats),
         "optimizer": time_calls(update, [None], repeats),
         "train_step": time_calls(step, batches, repeats),
+        "matmuls alone": products_alone(products, repeats),
     }
 
 
@@ -93,12 +97,19 @@ def step_parts(model: Any, data: Any, batch_size: int, repeats: int) -> None:
     from cavachon_like.train import training_plan
 
     batches = list(model.make_dataset(data, batch_size=batch_size, shuffle=True).take(8))
+    nnz = nnz_per_cell(data)
     for stage in training_plan(model.graph.order, model.training_mode):
-        parts = time_stage(model, stage, batches, repeats)
+        products = step_products(model, stage, batch_size, nnz)
+        parts = time_stage(model, stage, batches, repeats, products)
         n_weights = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         print(f"stage {'+'.join(stage)} ({n_weights:,} trainable weights, batch {batch_size}):")
         for name, seconds in parts.items():
             print(f"  {name:14s} {seconds * 1e3:8.1f} ms")
+        flops = sum(p["flops"] for p in products)
+        floor = parts["matmuls alone"] + parts["optimizer"]
+        print(f"  {len(products)} matrix products, {flops / 1e9:.2f} GFLOP: {flops / parts['matmuls alone'] / 1e9:.0f} "
+              f"GFLOP/s alone, {flops / parts['train_step'] / 1e9:.0f} in the step; matmuls + optimizer alone "
+              f"{floor * 1e3:.1f} ms = {floor / parts['train_step']:.0%} of the step")
 
 
 def main(argv: list[str] | None = None) -> None:

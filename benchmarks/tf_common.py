@@ -148,16 +148,23 @@ def dense_layers(layer: keras.layers.Layer) -> list[keras.layers.Dense]:
     return [sub for sub in layer._flatten_layers(include_self=False, recursive=True) if isinstance(sub, keras.layers.Dense)]
 
 
-def step_flops(model: Any, stage: Sequence[str], batch_size: int, nnz_per_cell: Mapping[str, float]) -> float:
-    """Matmul FLOPs one training step of ``stage`` on ``batch_size`` cells executes.
+def step_products(model: Any, stage: Sequence[str], batch_size: int,
+                  nnz_per_cell: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The matrix products one training step of ``stage`` on ``batch_size`` cells executes.
 
-    A dense layer costs ``2 B in out`` forward; a trained layer adds ``2 B in out`` for
-    its weight gradient and, unless its input is data, ``2 B in out`` for the gradient
-    of its input (so the usual "x3"). Frozen ancestors run forward only. An encoder's
-    input projection of a sparse modality multiplies only the non-zeros (``2 nnz out``
-    per pass). Layer norms, activations, likelihoods and the optimizer are not counted.
+    A dense layer multiplies ``(B, in) x (in, out)`` forward; a trained layer adds its
+    weight gradient ``(in, B) x (B, out)`` and, unless its input is data, the gradient of
+    its input ``(B, out) x (out, in)``. Frozen ancestors run forward only. An encoder's input
+    projection reads the data: forward and weight gradient are sparse products over the
+    batch's non-zeros (``nnz`` = ``B`` times the modality's mean per cell). Each product is
+    ``{"shape": (m, k, n), "nnz": None or int, "flops": 2 m k n or 2 nnz n}``.
     """
-    executed = 0.0
+    products: list[dict[str, Any]] = []
+
+    def add(m: int, k: int, n: int, nnz: int | None = None) -> None:
+        flops = 2.0 * (nnz * n if nnz is not None else m * k * n)
+        products.append({"shape": (m, k, n), "nnz": nnz, "flops": flops})
+
     for name in model.graph.closure(set(stage)):
         component = model.components[name]
         trains = name in stage
@@ -169,12 +176,58 @@ def step_flops(model: Any, stage: Sequence[str], batch_size: int, nnz_per_cell: 
         for module in modules:
             for layer in dense_layers(module):
                 fan_in, fan_out = (int(d) for d in layer.kernel.shape)
-                if id(layer) in data_inputs:
-                    passes = 2 if trains else 1  # no gradient for the data
-                    executed += passes * 2.0 * batch_size * nnz_per_cell[data_inputs[id(layer)]] * fan_out
-                else:
-                    executed += (3 if trains else 1) * 2.0 * batch_size * fan_in * fan_out
-    return executed
+                if id(layer) in data_inputs:  # no gradient for the data
+                    nnz = int(round(batch_size * nnz_per_cell[data_inputs[id(layer)]]))
+                    add(batch_size, fan_in, fan_out, nnz)
+                    if trains:
+                        add(fan_in, batch_size, fan_out, nnz)
+                    continue
+                add(batch_size, fan_in, fan_out)
+                if trains:
+                    add(fan_in, batch_size, fan_out)
+                    add(batch_size, fan_out, fan_in)
+    return products
+
+
+def step_flops(model: Any, stage: Sequence[str], batch_size: int, nnz_per_cell: Mapping[str, float]) -> float:
+    """Matmul FLOPs one training step of ``stage`` executes: the sum over :func:`step_products`
+    (so the usual "x3" of a trained dense layer, and only the non-zeros of sparse input).
+    Layer norms, activations, likelihoods and the optimizer are not counted."""
+    return sum(p["flops"] for p in step_products(model, stage, batch_size, nnz_per_cell))
+
+
+def products_alone(products: Sequence[Mapping[str, Any]], repeats: int = 10, seed: int = 0) -> float:
+    """Median seconds of running ``products`` (:func:`step_products`) one after another in one
+    ``tf.function``, on random float32 operands of their shapes: what the step's matrix products
+    cost with nothing else in the step. A sparse product multiplies a random sparse (m, k)
+    matrix of its ``nnz`` entries, as the encoders' input projections do."""
+    rng = np.random.default_rng(seed)
+    left, right = [], []
+    for p in products:
+        m, k, n = p["shape"]
+        if p["nnz"] is None:
+            left.append(tf.constant(rng.standard_normal((m, k), dtype=np.float32)))
+        else:
+            flat = np.sort(rng.choice(m * k, size=min(p["nnz"], m * k), replace=False))
+            indices = np.stack([flat // k, flat % k], axis=1).astype(np.int64)
+            values = np.ones(len(flat), dtype=np.float32)
+            left.append(tf.SparseTensor(indices, values, (m, k)))
+        right.append(tf.constant(rng.standard_normal((k, n), dtype=np.float32)))
+
+    @tf.function
+    def run() -> list[tf.Tensor]:
+        out = []
+        for a, b in zip(left, right):
+            out.append(tf.sparse.sparse_dense_matmul(a, b) if isinstance(a, tf.SparseTensor) else tf.linalg.matmul(a, b))
+        return out
+
+    run()  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def matmul_throughput(shapes: Sequence[tuple[int, int, int]], repeats: int = 10) -> list[dict[str, Any]]:
