@@ -96,9 +96,13 @@ def step_parts(model: Any, data: Any, batch_size: int, repeats: int) -> None:
     """Print median milliseconds of the parts of one training step, for every stage."""
     from cavachon_like.train import training_plan
 
-    batches = list(model.make_dataset(data, batch_size=batch_size, shuffle=True).take(8))
+    from cavachon_like.model.stages import frozen_moments
+
     nnz = nnz_per_cell(data)
     for stage in training_plan(model.graph.order, model.training_mode):
+        # as fit runs the stage: frozen ancestors' posteriors come with the batches
+        moments = frozen_moments(model, data, stage)
+        batches = list(model.make_dataset(data, batch_size=batch_size, shuffle=True, moments=moments).take(8))
         products = step_products(model, stage, batch_size, nnz)
         parts = time_stage(model, stage, batches, repeats, products)
         n_weights = sum(int(np.prod(w.shape)) for w in model.trainable_weights)

@@ -154,7 +154,9 @@ def step_products(model: Any, stage: Sequence[str], batch_size: int,
 
     A dense layer multiplies ``(B, in) x (in, out)`` forward; a trained layer adds its
     weight gradient ``(in, B) x (B, out)`` and, unless its input is data, the gradient of
-    its input ``(B, out) x (out, in)``. Frozen ancestors run forward only. An encoder's input
+    its input ``(B, out) x (out, in)``. Frozen ancestors run forward only, and only their
+    hierarchical encoders when ``fit`` carries their posteriors per cell
+    (:func:`cavachon_like.model.stages.frozen_moments`, for ``takes_moments``). An encoder's input
     projection reads the data: forward and weight gradient are sparse products over the
     batch's non-zeros (``nnz`` = ``B`` times the modality's mean per cell). Each product is
     ``{"shape": (m, k, n), "nnz": None or int, "flops": 2 m k n or 2 nnz n}``.
@@ -170,7 +172,9 @@ def step_products(model: Any, stage: Sequence[str], batch_size: int,
         trains = name in stage
         inputs = dict(zip(component.modalities, component.encoder.body.input_projections))
         data_inputs = {id(layer): m for m, layer in inputs.items()}
-        modules: list[keras.layers.Layer] = [component.encoder, component.hierarchical_encoder]
+        modules: list[keras.layers.Layer] = [component.hierarchical_encoder]
+        if trains or not component.takes_moments:
+            modules.append(component.encoder)
         if trains:
             modules += list(component.decoders.values())
         for module in modules:

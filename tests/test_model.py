@@ -78,6 +78,37 @@ def test_sequential_training_freezes_everything_but_the_stage(sequential_run):
     assert model.training_components == ["atac", "rna"]
 
 
+def test_frozen_ancestors_are_encoded_once_per_stage_and_train_the_same(small_data, small_components, monkeypatch):
+    from cavachon_like.model import stages
+
+    model = make_model(small_data, small_components)
+    moments = stages.frozen_moments(model, small_data, ["rna"])
+    assert stages.frozen_moments(model, small_data, ["atac"]) == {}  # nothing frozen in the first stage
+    assert list(moments) == ["atac"] and moments["atac"].shape == (small_data.n_obs, 8)
+    z_atac = model.get_latent_representation(small_data)["z_atac"]
+    np.testing.assert_allclose(moments["atac"][:, :4], z_atac, rtol=1e-5, atol=1e-6)
+    assert (moments["atac"][:, 4:] > 0).all()  # variances
+    # Batches that carry the moments never reach the encoder: emptied ATAC counts change nothing.
+    batch = next(iter(model.make_dataset(small_data, batch_size=32, moments=moments)))
+    emptied = {**batch, "x": {**batch["x"], "atac": tf.sparse.map_values(tf.zeros_like, batch["x"]["atac"])}}
+    for inputs in (batch, emptied):
+        outputs = model(inputs, components=["rna"], decode=False)
+        np.testing.assert_array_equal(outputs["atac"]["z_mean"], moments["atac"][:32, :4])
+
+    def fit(cache):
+        if not cache:
+            monkeypatch.setattr(stages, "frozen_moments", lambda *args, **kwargs: {})
+        trained = make_model(small_data, small_components, seed=3)
+        history = trained.fit(small_data, epochs=2, batch_size=64, validation_split=0.2, verbose=0).history
+        return history, trained.get_latent_representation(small_data)["z_rna"]
+
+    cached, encoded = fit(True), fit(False)
+    # the same noise draws from the same moments: equal up to float rounding
+    for key in ("loss", "val_loss", "rna_nll"):
+        np.testing.assert_allclose(cached[0][key][2:], encoded[0][key][2:], rtol=1e-4)
+    np.testing.assert_allclose(cached[1], encoded[1], rtol=1e-3, atol=1e-4)
+
+
 def test_joint_training_updates_all_components_in_one_stage(small_data, small_components):
     model = make_model(small_data, small_components, training="joint")
     probe = WeightProbe()

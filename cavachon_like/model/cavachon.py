@@ -231,6 +231,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
                 index=inputs.get("index", {}).get(name),
                 latent=inputs.get("latent", {}).get(name),
                 measured=inputs.get("measured"),
+                moments=inputs.get("moments", {}).get(name),
             )
         return outputs
 
@@ -278,7 +279,7 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
 
     def make_dataset(self, data: Any, batch_size: int = 256, shuffle: bool = False, seed: int | None = None,
                      indices: np.ndarray | None = None, order: tf.Variable | None = None,
-                     training: bool = False) -> tf.data.Dataset:
+                     training: bool = False, moments: Mapping[str, np.ndarray] | None = None) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of ``data`` encoded the way this model expects.
 
         Counts stay sparse per batch, except under a multi-replica strategy:
@@ -291,13 +292,15 @@ class CAVACHON(TrainingSteps, keras.Model, MultimodalModel):
         With ``training`` they carry the rows themselves (``index``), which ``fit`` trains;
         every cell must then have one. Outside training, a modality missing from ``data`` that a
         component with experts or learned representations holds counts as measured in no cell
-        (mosaic data), so such a latent is encoded from the modalities the data have.
+        (mosaic data), so such a latent is encoded from the modalities the data have. ``moments``
+        (``{component: (n_obs, 2 d)}``, each cell's q(z|x) mean and variance side by side, e.g.
+        :func:`~cavachon_like.model.stages.frozen_moments`) stand in for those components' encoders.
         """
         if not training:
             data = with_absent_modalities(self.components, self.modality_specs, data)
         self.check_data(data)
         return data.to_dataset(
-            per_cell=per_cell_inputs(self, data, indices, training),
+            per_cell={**(per_cell_inputs(self, data, indices, training) or {}), **({"moments": moments} if moments else {})},
             batch_size=batch_size,
             shuffle=shuffle,
             seed=(self.seed or 0) if seed is None else seed,

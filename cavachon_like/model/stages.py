@@ -1,11 +1,12 @@
 """Training CAVACHON: stage by stage, each with optional VaDE pre-training, the mixture fit, the ELBO, then EM of the priors."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from ..data import MultiModality
 from ..train import (
@@ -15,6 +16,7 @@ from ..train import (
     ProgressiveBlending,
     fit_priors,
     merge_histories,
+    posteriors,
     release,
     training_plan,
 )
@@ -70,6 +72,26 @@ def fit_phase(model: Any, progress: FitProgress, phase: int, callbacks: list[ker
         if isinstance(callback, keras.callbacks.CSVLogger):
             callback.append = True  # later phases add rows instead of overwriting
     return progress.history(phase)
+
+
+def frozen_moments(model: Any, data: MultiModality, stage: Sequence[str], batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Each cell's q(z|x) mean and variance side by side (``{component: (n_obs, 2 d)}``, float32)
+    for the ancestors that stay frozen while ``stage`` trains and whose posterior is one Gaussian
+    per cell (:attr:`~cavachon_like.module.Component.takes_moments`).
+
+    Batches that carry them (``make_dataset(..., moments=...)``) skip those encoders: a
+    frozen posterior does not change during the stage, so the encoders run once per stage
+    instead of at every step. Training still draws each step's sample of z from these moments
+    with the component's own noise, so it is exact in distribution (equal up to float rounding
+    to encoding every batch). The encoders are read as a frozen layer is, in inference mode.
+    """
+    frozen = [c for c in model.graph.order
+              if c in model.graph.closure(set(stage)) and c not in stage and model.components[c].takes_moments]
+    if not frozen:
+        return {}
+    dataset = model.make_dataset(data, batch_size=batch_size, training=True)
+    return {c: np.concatenate([mean, var], axis=1).astype(np.float32)
+            for c, (mean, var) in posteriors(model, frozen, dataset, max_cells=None).items()}
 
 
 def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[keras.callbacks.Callback],
@@ -144,17 +166,30 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
                  "validation_split": validation_split,
                  "cells": None if not isinstance(x, MultiModality) else int(x.n_obs)}
     progress = FitProgress(checkpoint, signature, resume=resume)
+    stage_data: Callable[[Sequence[str]], dict[str, Any]] | None = None
     if isinstance(x, MultiModality):
         model.check_data(x)
         x.check_training(validation_split, seed=model.seed or 0)
         model.adapt(x, only_new=True)
-        train_idx = val_idx = None
+        data, train_idx, val_idx, split_validation = x, None, None, False
         if validation_split:
             train_idx, val_idx = x.split(validation_split, seed=model.seed or 0)
-            if validation_data is None:
-                validation_data = model.make_dataset(x, batch_size=batch_size, indices=val_idx, training=True)
-        x = model.make_dataset(x, batch_size=batch_size, shuffle=shuffle, indices=train_idx, order=progress.order,
-                               training=True)
+            split_validation = validation_data is None
+
+        def stage_data(stage: Sequence[str]) -> dict[str, Any]:
+            """The datasets of ``stage``: its frozen ancestors' posteriors computed once, carried per cell."""
+            progress.restore_model(model)  # a resumed run's weights, before the frozen encoders are read
+            moments = frozen_moments(model, data, stage)
+            datasets = {"x": model.make_dataset(data, batch_size=batch_size, shuffle=shuffle, indices=train_idx,
+                                                order=progress.order, training=True, moments=moments)}
+            if split_validation:
+                datasets["validation_data"] = model.make_dataset(data, batch_size=batch_size, indices=val_idx,
+                                                                 training=True, moments=moments)
+            return datasets
+
+        x = None
+        if split_validation:
+            validation_data = None
     elif validation_split:
         raise ValueError("validation_split needs a MultiModality as `x`; pass validation_data for datasets.")
     unadapted = [f"{c}.{m}" for c, comp in model.components.items() for m, p in comp.preprocessors.items()
@@ -167,7 +202,9 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
     phase_kwargs = dict(x=x, verbose=verbose, validation_data=validation_data, **kwargs)
     stages = []
     for stage in training_plan(model.graph.order, model.training_mode):
-        stages += fit_stage(model, stage, epochs, callbacks, phase_kwargs, progress)
+        datasets = stage_data(stage) if stage_data is not None else {}
+        stages += fit_stage(model, stage, epochs, callbacks, {**phase_kwargs, **datasets}, progress)
+        del datasets  # the stage's copy of the data and its moments
     progress.restore_model(model)  # a checkpoint of a finished fit: nothing was left to train
     model._set_active(model.graph.order)
     # Every stage starts with a fresh optimizer, so the last stage's slots are of no

@@ -27,6 +27,8 @@ from .stratified import stratified_pass, stratified_terms
 from .terms import check_sampled_zeros, expert_divergence, sampled_reconstruction
 
 DEFAULT_LATENT_DIM = 20
+#: Posteriors that are one Gaussian per cell, so that precomputed moments can stand in for the encoder.
+CACHEABLE_POSTERIORS = ("concat", "poe")
 #: The posteriors built from one encoder (expert) per modality, by name.
 EXPERT_POSTERIORS = dict(zip(EXPERT_NAMES, (ProductOfExperts, MixtureOfExperts, QuantizedExperts), strict=True))
 
@@ -228,6 +230,12 @@ class Component(keras.layers.Layer):
         return self.has_experts or self.posterior == "representation"
 
     @property
+    def takes_moments(self) -> bool:
+        """Whether q(z|x) is one Gaussian per cell, so that its moments, computed beforehand, can
+        stand in for the encoder (``moments`` of :meth:`call`)."""
+        return self.posterior in CACHEABLE_POSTERIORS
+
+    @property
     def n_codes(self) -> int | None:
         """The codebook size of a quantised latent (``posterior="vq"``), else None."""
         return self.encoder.quantizer.n_codes if self.posterior == "vq" else None
@@ -301,6 +309,7 @@ class Component(keras.layers.Layer):
         index: tf.Tensor | None = None,
         latent: tf.Tensor | None = None,
         measured: Mapping[str, tf.Tensor] | None = None,
+        moments: tf.Tensor | None = None,
     ) -> dict[str, Any]:
         """Encode, sample (when ``sample``), incorporate parents and (when ``decode``) decode.
 
@@ -312,7 +321,9 @@ class Component(keras.layers.Layer):
         learned rows ``index`` (B,) of the cells. ``measured`` (``{modality: (B,)}`` 0/1, from
         mosaic data's batches) leaves the experts of the modalities a cell lacks out of its
         posterior (``poe``, ``moe``, ``vq``) and, returned as ``measured``, the modalities out
-        of :meth:`loss_terms`.
+        of :meth:`loss_terms`. ``moments`` (B, 2d), the cells' q(z|x) mean and variance side by
+        side, computed beforehand, replaces the encoder (a frozen ancestor's posterior does not
+        change while its descendants train; ``concat`` and ``poe`` posteriors).
 
         Returns a dict with ``z_mean``, ``z_var``, ``z``, ``z_hat`` (each (B, d)), with
         ``posterior="vq"`` also ``codes`` (B,) (each cell's codebook index; per expert
@@ -325,32 +336,39 @@ class Component(keras.layers.Layer):
         if self.posterior == "representation":
             outputs = self._represented(x, batch, parents, sizes, decode, index, latent)
         else:
-            outputs = self._encoded(x, batch, parents, sizes, sample, decode, noise, training, flags)
+            outputs = self._encoded(x, batch, parents, sizes, sample, decode, noise, training, flags, moments)
         if flags is not None:
             outputs["measured"] = flags
         return outputs
 
     def _encoded(self, x: Mapping[str, Any], batch: Mapping[str, tf.Tensor], parents: Sequence[tf.Tensor],
                  sizes: Mapping[str, tf.Tensor], sample: bool, decode: bool, noise: tf.Tensor | None,
-                 training: bool | None, flags: Mapping[str, tf.Tensor] | None) -> dict[str, Any]:
-        """The pass of a component with an encoder (see :meth:`call`)."""
+                 training: bool | None, flags: Mapping[str, tf.Tensor] | None,
+                 cached: tf.Tensor | None = None) -> dict[str, Any]:
+        """The pass of a component with an encoder (see :meth:`call`; ``cached`` is its ``moments``)."""
         mods = self.modalities
         present = None if flags is None else [flags[m] for m in mods]
-        encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
-        if self.posterior in ("moe", "vq") and sample and noise is None:
-            return stratified_pass(self, batch, parents, encoded, sizes, decode,
-                                   bool(training) and self.trainable, present)
-        moments = None
-        if self.has_experts and self.expert_alignment:  # the penalty needs each expert's posterior
-            means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
-            z_mean, z_var = self.encoder.combine(means, variances, present)
-            moments = {"mean": tf.stack(means), "var": tf.stack(variances)}
-            if present is not None:
-                moments["present"] = tf.stack(present)
-        elif self.has_experts:
-            z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods], present)
+        expert_moments = None
+        if cached is not None:
+            if not self.takes_moments:
+                raise ValueError(f"component {self.name!r}: a {self.posterior!r} posterior cannot be given as moments; "
+                                 f"only {CACHEABLE_POSTERIORS} posteriors are one Gaussian per cell.")
+            z_mean, z_var = tf.split(tf.cast(cached, self.compute_dtype), 2, axis=-1)
         else:
-            z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
+            encoded = [self.preprocessors[m](x[m], sizes[m]) for m in mods]
+            if self.posterior in ("moe", "vq") and sample and noise is None:
+                return stratified_pass(self, batch, parents, encoded, sizes, decode,
+                                       bool(training) and self.trainable, present)
+            if self.has_experts and self.expert_alignment:  # the penalty needs each expert's posterior
+                means, variances = self.encoder.experts_of(encoded, [batch[m] for m in mods])
+                z_mean, z_var = self.encoder.combine(means, variances, present)
+                expert_moments = {"mean": tf.stack(means), "var": tf.stack(variances)}
+                if present is not None:
+                    expert_moments["present"] = tf.stack(present)
+            elif self.has_experts:
+                z_mean, z_var = self.encoder(encoded, [batch[m] for m in mods], present)
+            else:
+                z_mean, z_var = self.encoder(encoded, tf.concat([batch[m] for m in mods], axis=-1))
         codes = None
         if self.posterior == "vq":
             z, codes = self.encoder.quantized(z_mean)[:2]
@@ -362,8 +380,8 @@ class Component(keras.layers.Layer):
             z = z_mean
         z_hat = self.hierarchical_encoder(z, parents)
         outputs = {"z_mean": z_mean, "z_var": z_var, "z": z, "z_hat": z_hat}
-        if moments is not None:
-            outputs["expert_moments"] = moments
+        if expert_moments is not None:
+            outputs["expert_moments"] = expert_moments
         if codes is not None:
             outputs["codes"] = codes
         if decode:
