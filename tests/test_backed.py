@@ -14,6 +14,7 @@ from cavachon_like import CAVACHON
 from cavachon_like.data import MultiModality, read_h5ad, read_h5mu, simulate, simulate_to_disk, streaming
 from cavachon_like.data.backed import is_backed
 from cavachon_like.errors import InputError
+from cavachon_like.model import stages
 
 pytestmark = pytest.mark.floor  # anndata's on-disk matrices changed API across versions: run on the floor too
 
@@ -105,6 +106,9 @@ def test_a_model_trains_from_disk_and_embeds_on_disk_data_as_in_memory(h5mu, sma
     assert abs(losses["disk"][-1] / losses["memory"][-1] - 1) < 0.1
     for key, value in model.get_latent_representation(disk).items():
         np.testing.assert_allclose(value, model.get_latent_representation(memory)[key], rtol=1e-5, atol=1e-5)
+    # the RNA stage's frozen ATAC posterior is computed once only from memory: on disk it would cost a read
+    assert stages.frozen_moments(model, disk, ["rna"]) == {}
+    assert stages.frozen_moments(model, memory, ["rna"])["atac"].shape[0] == memory.n_obs
 
 
 def test_an_interrupted_fit_from_disk_resumes_to_the_uninterrupted_weights(h5mu, small_components, tmp_path):

@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from ..data import MultiModality
 from ..train import (
@@ -16,7 +17,6 @@ from ..train import (
     ProgressiveBlending,
     fit_priors,
     merge_histories,
-    posteriors,
     release,
     training_plan,
 )
@@ -84,14 +84,25 @@ def frozen_moments(model: Any, data: MultiModality, stage: Sequence[str], batch_
     instead of at every step. Training still draws each step's sample of z from these moments
     with the component's own noise, so it is exact in distribution (equal up to float rounding
     to encoding every batch). The encoders are read as a frozen layer is, in inference mode.
+    Data left on disk get none (``{}``): their batches read every modality from the files anyway,
+    and a pass over all cells would add a read of the files per stage.
     """
     frozen = [c for c in model.graph.order
               if c in model.graph.closure(set(stage)) and c not in stage and model.components[c].takes_moments]
-    if not frozen:
+    if not frozen or data.on_disk:
         return {}
-    dataset = model.make_dataset(data, batch_size=batch_size, training=True)
-    return {c: np.concatenate([mean, var], axis=1).astype(np.float32)
-            for c, (mean, var) in posteriors(model, frozen, dataset, max_cells=None).items()}
+    moments = {c: np.empty((data.n_obs, 2 * model.components[c].latent_dim), np.float32) for c in frozen}
+    # traced once (twice with a smaller last batch), like the mixture fit's pass
+    encode = tf.function(lambda batch: model(batch, training=False, components=frozen, decode=False))
+    start = 0
+    for batch in model.make_dataset(data, batch_size=batch_size, training=True):
+        outputs = encode(batch)
+        for c in frozen:
+            mean = np.asarray(outputs[c]["z_mean"], np.float32)
+            moments[c][start:start + len(mean)] = np.concatenate([mean, np.asarray(outputs[c]["z_var"], np.float32)],
+                                                                 axis=1)
+        start += len(mean)
+    return moments
 
 
 def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[keras.callbacks.Callback],
@@ -166,7 +177,7 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
                  "validation_split": validation_split,
                  "cells": None if not isinstance(x, MultiModality) else int(x.n_obs)}
     progress = FitProgress(checkpoint, signature, resume=resume)
-    stage_data: Callable[[Sequence[str]], dict[str, Any]] | None = None
+    stage_data: Callable[[Sequence[str]], dict[str, Any]] | None = None  # a MultiModality's datasets per stage
     if isinstance(x, MultiModality):
         model.check_data(x)
         x.check_training(validation_split, seed=model.seed or 0)
@@ -176,7 +187,7 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
             train_idx, val_idx = x.split(validation_split, seed=model.seed or 0)
             split_validation = validation_data is None
 
-        def stage_data(stage: Sequence[str]) -> dict[str, Any]:
+        def datasets_of(stage: Sequence[str]) -> dict[str, Any]:
             """The datasets of ``stage``: its frozen ancestors' posteriors computed once, carried per cell."""
             progress.restore_model(model)  # a resumed run's weights, before the frozen encoders are read
             moments = frozen_moments(model, data, stage)
@@ -187,7 +198,7 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
                                                                  training=True, moments=moments)
             return datasets
 
-        x = None
+        stage_data, x = datasets_of, None
         if split_validation:
             validation_data = None
     elif validation_split:

@@ -16,9 +16,8 @@ MAX_FIT_CELLS = 20_000
 
 
 def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset,
-               max_cells: int | None = MAX_FIT_CELLS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``(mean, var)`` of q(z|x) for each of ``components``, for the first ``max_cells`` cells of
-    ``dataset`` (all with None), in float64."""
+               max_cells: int = MAX_FIT_CELLS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``(mean, var)`` of q(z|x) for each of ``components``, for the first ``max_cells`` cells of ``dataset``."""
     means: dict[str, list[np.ndarray]] = {c: [] for c in components}
     variances: dict[str, list[np.ndarray]] = {c: [] for c in components}
     seen = 0
@@ -31,7 +30,7 @@ def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset,
             means[c].append(np.asarray(outputs[c]["z_mean"], dtype=np.float64))
             variances[c].append(np.asarray(outputs[c]["z_var"], dtype=np.float64))
         seen += len(means[components[0]][-1])
-        if max_cells is not None and seen >= max_cells:
+        if seen >= max_cells:
             break
     return {c: (np.concatenate(means[c])[:max_cells], np.concatenate(variances[c])[:max_cells]) for c in components}
 
