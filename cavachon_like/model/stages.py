@@ -7,7 +7,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ..data import MultiModality
 from ..train import (
@@ -17,6 +16,7 @@ from ..train import (
     ProgressiveBlending,
     fit_priors,
     merge_histories,
+    posteriors,
     release,
     training_plan,
 )
@@ -87,22 +87,13 @@ def frozen_moments(model: Any, data: MultiModality, stage: Sequence[str], batch_
     Data left on disk get none (``{}``): their batches read every modality from the files anyway,
     and a pass over all cells would add a read of the files per stage.
     """
-    frozen = [c for c in model.graph.order
-              if c in model.graph.closure(set(stage)) and c not in stage and model.components[c].takes_moments]
+    trained = model.graph.closure(set(stage))
+    frozen = [c for c in model.graph.order if c in trained and c not in stage and model.components[c].takes_moments]
     if not frozen or data.on_disk:
         return {}
-    moments = {c: np.empty((data.n_obs, 2 * model.components[c].latent_dim), np.float32) for c in frozen}
-    # traced once (twice with a smaller last batch), like the mixture fit's pass
-    encode = tf.function(lambda batch: model(batch, training=False, components=frozen, decode=False))
-    start = 0
-    for batch in model.make_dataset(data, batch_size=batch_size, training=True):
-        outputs = encode(batch)
-        for c in frozen:
-            mean = np.asarray(outputs[c]["z_mean"], np.float32)
-            moments[c][start:start + len(mean)] = np.concatenate([mean, np.asarray(outputs[c]["z_var"], np.float32)],
-                                                                 axis=1)
-        start += len(mean)
-    return moments
+    dataset = model.make_dataset(data, batch_size=batch_size, training=True)
+    return {c: np.concatenate([mean, var], axis=1)
+            for c, (mean, var) in posteriors(model, frozen, dataset, max_cells=None, dtype=np.float32).items()}
 
 
 def fit_stage(model: Any, stage: Sequence[str], epochs: int, callbacks: list[keras.callbacks.Callback],
@@ -187,15 +178,21 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
             train_idx, val_idx = x.split(validation_split, seed=model.seed or 0)
             split_validation = validation_data is None
 
+        plain: dict[str, Any] = {}  # the datasets without moments, made once for every stage that needs them
+
         def datasets_of(stage: Sequence[str]) -> dict[str, Any]:
             """The datasets of ``stage``: its frozen ancestors' posteriors computed once, carried per cell."""
             progress.restore_model(model)  # a resumed run's weights, before the frozen encoders are read
             moments = frozen_moments(model, data, stage)
+            if not moments and plain:
+                return plain
             datasets = {"x": model.make_dataset(data, batch_size=batch_size, shuffle=shuffle, indices=train_idx,
                                                 order=progress.order, training=True, moments=moments)}
             if split_validation:
                 datasets["validation_data"] = model.make_dataset(data, batch_size=batch_size, indices=val_idx,
                                                                  training=True, moments=moments)
+            if not moments:
+                plain.update(datasets)
             return datasets
 
         stage_data, x = datasets_of, None
@@ -215,7 +212,6 @@ def fit_model(model: Any, x: Any, batch_size: int, epochs: int, verbose: Any, ca
     for stage in training_plan(model.graph.order, model.training_mode):
         datasets = stage_data(stage) if stage_data is not None else {}
         stages += fit_stage(model, stage, epochs, callbacks, {**phase_kwargs, **datasets}, progress)
-        del datasets  # the stage's copy of the data and its moments
     progress.restore_model(model)  # a checkpoint of a finished fit: nothing was left to train
     model._set_active(model.graph.order)
     # Every stage starts with a fresh optimizer, so the last stage's slots are of no

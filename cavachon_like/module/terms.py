@@ -9,7 +9,6 @@ import keras
 import tensorflow as tf
 
 
-
 def expert_divergence(moments: Mapping[str, tf.Tensor]) -> tf.Tensor:
     """Per cell, the mean over pairs of experts it has of their symmetric KL divergence (B,)."""
     mean, var = tf.cast(moments["mean"], tf.float32), tf.cast(moments["var"], tf.float32)

@@ -4,9 +4,9 @@ from .checkpoint import FitProgress
 from .history import merge_histories
 from .kl_warmup import KLWarmup
 from .plan import MODES, training_plan
-from .prior_init import PriorUpdate, fit_priors
+from .prior_init import PriorUpdate, fit_priors, posteriors
 from .progressive import ProgressiveBlending
 from .release import release
 from .scaling import global_mean, multi_worker
 
-__all__ = ["MODES", "FitProgress", "FusedAdam", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "release", "training_plan"]
+__all__ = ["MODES", "FitProgress", "FusedAdam", "KLWarmup", "PriorUpdate", "ProgressiveBlending", "fit_priors", "global_mean", "merge_histories", "multi_worker", "posteriors", "release", "training_plan"]

@@ -15,9 +15,10 @@ logger = logging.getLogger(__name__)
 MAX_FIT_CELLS = 20_000
 
 
-def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset,
-               max_cells: int = MAX_FIT_CELLS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``(mean, var)`` of q(z|x) for each of ``components``, for the first ``max_cells`` cells of ``dataset``."""
+def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset, max_cells: int | None = MAX_FIT_CELLS,
+               dtype: Any = np.float64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``(mean, var)`` of q(z|x) for each of ``components``, for the first ``max_cells`` cells of
+    ``dataset`` (all of them with None), as ``dtype``."""
     means: dict[str, list[np.ndarray]] = {c: [] for c in components}
     variances: dict[str, list[np.ndarray]] = {c: [] for c in components}
     seen = 0
@@ -27,10 +28,10 @@ def posteriors(model: Any, components: Sequence[str], dataset: tf.data.Dataset,
     for batch in dataset:
         outputs = encode(batch)
         for c in components:
-            means[c].append(np.asarray(outputs[c]["z_mean"], dtype=np.float64))
-            variances[c].append(np.asarray(outputs[c]["z_var"], dtype=np.float64))
+            means[c].append(np.asarray(outputs[c]["z_mean"], dtype=dtype))
+            variances[c].append(np.asarray(outputs[c]["z_var"], dtype=dtype))
         seen += len(means[components[0]][-1])
-        if seen >= max_cells:
+        if max_cells is not None and seen >= max_cells:
             break
     return {c: (np.concatenate(means[c])[:max_cells], np.concatenate(variances[c])[:max_cells]) for c in components}
 
