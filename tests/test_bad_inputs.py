@@ -101,6 +101,9 @@ ROWS = {
     "typo in color_by": (lambda f: _config(f["ok.h5mu"], output={"color_by": ["bacth"]}), ["no obs column 'bacth'"]),
     "early_stopping: {patiense: 3}": (lambda f: _config(f["ok.h5mu"], training={"early_stopping": {"patiense": 3}}),
                                       ["patiense"]),
+    "reduce_lr: {min_lr: 1e-5} (YAML: a string)": (
+        lambda f: _config(f["ok.h5mu"], training={"reduce_lr": {"min_lr": "1e-5"}}),
+        ["training.reduce_lr.min_lr", "'1e-5'", "1.0e-5"]),
     "encoder {unit: 64}": (lambda f: {**_config(f["ok.h5mu"]), "model": {"components": [
         {"name": "rna", "modalities": ["rna"], "encoder": {"unit": 64}}]}}, ["component 'rna'", "'unit'"]),
     "posterior: moe on one modality": (lambda f: {**_config(f["ok.h5mu"]), "model": {"components": [

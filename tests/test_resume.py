@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -26,12 +27,16 @@ CONFIG = {
                              {"name": "rna", "modalities": ["rna"], "parents": ["atac"], **TINY}],
               "pretrain_epochs": 1, "progressive_epochs": 2},
     "training": {"epochs": 3, "batch_size": 64, "min_pretrain_steps": 0, "verbose": 0, "validation_split": 0.1,
-                 "early_stopping": {"patience": 2}},
+                 "early_stopping": {"patience": 2},
+                 # Every epoch after a phase's first is a plateau, so the rate falls at each one:
+                 # a resumed run must restore both the rate and the plateau's counters.
+                 "reduce_lr": {"patience": 1, "min_delta": 1e9}},
     "output": {"embedding": "pca"},
 }
-# Epochs per stage: 1 of pre-training then 3 of the ELBO, so the 6th epoch is the RNA stage's
-# first ELBO epoch: the kill lands mid-stage, after a mixture fit, with early stopping running.
-KILL_AFTER = 6
+# Epochs per stage: 1 of pre-training then 3 of the ELBO, so the 7th epoch is the RNA stage's
+# second ELBO epoch: the kill lands mid-phase, after a mixture fit, with early stopping and the
+# plateau's counters running.
+KILL_AFTER = 7
 
 # Runs the CLI in a fresh interpreter and exits hard (as kill -9 would: no cleanup, no
 # flush) as the KILL_AFTER-th epoch ends, before that epoch is checkpointed.
@@ -82,6 +87,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs):
     # Every epoch is in the resumed history once (the killed epoch re-run), phase by phase.
     assert len(resumed) == len(whole) == 1 + 2 * (1 + 3)
     assert [line.split(",")[:2] for line in resumed] == [line.split(",")[:2] for line in whole]
+    rates = [pd.read_csv(root / out / "history.csv")["learning_rate"].tolist() for out in ("resumed", "whole")]
+    assert rates[0] == pytest.approx(rates[1])
+    assert rates[1][-3:] == pytest.approx([1e-3, 1e-3, 5e-4])  # the rates the RNA stage's ELBO epochs trained with
     # Outputs written, the checkpoint removed.
     for out in ("resumed", "whole"):
         assert not (root / out / "checkpoint").exists()

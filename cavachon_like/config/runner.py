@@ -27,9 +27,9 @@ from ..data import (
 from ..errors import InputError, input_phase
 from ..model import CAVACHON
 from ..seed import set_seed
-from ..train import FusedAdam
+from ..train import FusedAdam, ReduceLROnPlateau
 from ..train.checkpoint import FILENAME
-from .schema import ConfigError
+from .schema import PLATEAU_DEFAULTS, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +136,15 @@ def build_model(config: dict[str, Any], data: MultiModality) -> CAVACHON:
 
 
 def training_callbacks(config: dict[str, Any], out: Path) -> list[keras.callbacks.Callback]:
-    """The callbacks a run of ``config`` trains with: early stopping (best weights restored), TensorBoard."""
+    """The callbacks a run of ``config`` trains with: learning-rate decay on plateaus, early
+    stopping (best weights restored), TensorBoard; both watch the validation loss when there is
+    a validation split, else the training loss."""
     training = config["training"]
     callbacks: list[keras.callbacks.Callback] = []
+    monitor = "val_loss" if training["validation_split"] > 0 else "loss"
+    if training["reduce_lr"] is not None:
+        callbacks.append(ReduceLROnPlateau(**{"monitor": monitor, **PLATEAU_DEFAULTS, **training["reduce_lr"]}))
     if training["early_stopping"] is not None:
-        monitor = "val_loss" if training["validation_split"] > 0 else "loss"
         options = {"monitor": monitor, "patience": 10, "restore_best_weights": True, **training["early_stopping"]}
         callbacks.append(keras.callbacks.EarlyStopping(**options))
     if training["tensorboard"]:

@@ -41,6 +41,7 @@ SCHEMA: dict[str, Any] = {
         "min_pretrain_steps": ((int,), 350),
         "learning_rate": ((float, int), 1e-3),
         "validation_split": ((float, int), 0.1),
+        "reduce_lr": ((dict, type(None)), None),
         "early_stopping": ((dict, type(None)), {"patience": 10}),
         "tensorboard": ((bool,), False),
         "verbose": ((int, str), "auto"),
@@ -50,6 +51,11 @@ SCHEMA: dict[str, Any] = {
         "color_by": ((list,), []),
     },
 }
+#: What ``training.reduce_lr`` leaves unset (``{}`` is these), rather than Keras' own defaults.
+PLATEAU_DEFAULTS = {"factor": 0.5, "patience": 3, "min_lr": 1e-5}
+#: Keras' ``ReduceLROnPlateau`` arguments that ``training.reduce_lr`` may set, with their types.
+PLATEAU_KEYS = {"factor": (float, int), "patience": (int,), "min_lr": (float, int), "min_delta": (float, int),
+                "cooldown": (int,), "monitor": (str,), "mode": (str,), "verbose": (int,)}
 MODALITY_SPEC_KEYS = {"likelihood": (str,), "batch_key": (str, list, type(None))}
 DATA_SOURCES = ("path", "h5ad", "tenx", "simulate")
 #: Keys of QC steps that name files (``bin_genome``): resolved like ``data.path``.
@@ -150,6 +156,15 @@ def _check_semantics(config: dict[str, Any], base: Path) -> None:
         raise ConfigError("training.batch_size: must be at least 1.")
     if not 0 <= training["validation_split"] < 1:
         raise ConfigError("training.validation_split: must be in [0, 1).")
+    for key, value in (training["reduce_lr"] or {}).items():
+        if key not in PLATEAU_KEYS:
+            raise ConfigError(f"training.reduce_lr.{key}: unknown key; allowed: {sorted(PLATEAU_KEYS)}.")
+        if not isinstance(value, PLATEAU_KEYS[key]) or isinstance(value, bool):
+            # YAML reads 1e-5 (no dot) as a string, which would fail only when the rate first falls.
+            raise ConfigError(f"training.reduce_lr.{key}: expected {_type_names(PLATEAU_KEYS[key])}, got "
+                              f"{type(value).__name__} ({value!r}); YAML needs a dot for a float, e.g. 1.0e-5.")
+    if training["reduce_lr"] is not None and not 0 < training["reduce_lr"].get("factor", PLATEAU_DEFAULTS["factor"]) < 1:
+        raise ConfigError("training.reduce_lr.factor: must be in (0, 1).")
     if config["output"]["embedding"] not in ("umap", "pca"):
         raise ConfigError("output.embedding: must be 'umap' or 'pca'.")
     for module in config["plugins"]:

@@ -4,12 +4,12 @@ A fit runs phases (per stage: optional pre-training, then the ELBO), each a
 ``keras.Model.fit``. :class:`FitProgress` numbers the phases, records every epoch's logs
 and, given a directory, writes after every epoch (and at the end of every phase) one
 file, ``checkpoint.npz``, holding the model's variables (weights, mixture, blending,
-noise-generator states), the optimizer's slots, the early-stopping state, the logs so
+noise-generator states), the optimizer's slots, the early-stopping and plateau state, the logs so
 far and the position (phase, epoch). The file is written under a temporary name and
 renamed, so a run killed at any moment leaves the previous complete checkpoint.
 
 Resuming skips the finished phases, restores the variables and continues the phase in
-progress from its last finished epoch with its optimizer and early-stopping state;
+progress from its last finished epoch with its optimizer, early-stopping and plateau state;
 with the same seed, data and settings it ends where an uninterrupted run ends.
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ from .scaling import is_chief
 
 FILENAME = "checkpoint.npz"
 FORMAT = 1
+#: What a checkpoint keeps of each ``ReduceLROnPlateau`` (its rate is an optimizer variable).
+PLATEAU_STATE = ("wait", "cooldown_counter", "best")
 
 
 def _paths(variables: Sequence[Any]) -> list[list]:
@@ -148,8 +150,9 @@ class FitProgress:
         values = [self.arrays.pop(f"model/{i}") for i in range(len(self.meta["model"]))]
         _assign(model.variables, values, self.meta.pop("model"), "model")
 
-    def _restore_phase(self, model: keras.Model, early_stopping: Sequence[keras.callbacks.EarlyStopping]) -> None:
-        """Optimizer slots and early-stopping state of the phase in progress."""
+    def _restore_phase(self, model: keras.Model, early_stopping: Sequence[keras.callbacks.EarlyStopping],
+                       plateaus: Sequence[keras.callbacks.ReduceLROnPlateau]) -> None:
+        """Optimizer slots (with the learning rate), early-stopping and plateau state of the phase in progress."""
         optimizer = model.optimizer
         if not optimizer.built:
             with model.distribute_strategy.scope():
@@ -162,10 +165,15 @@ class FitProgress:
             if state["n_best_weights"]:
                 callback.best_weights = [self.arrays.pop(f"early_stopping/{i}/{j}")
                                          for j in range(state["n_best_weights"])]
+        # The rate itself is an optimizer variable, restored above; the plateau's counters are not.
+        for callback, state in zip(plateaus, self.meta.get("plateaus", [])):
+            for key in PLATEAU_STATE:
+                setattr(callback, key, state[key])
         self.arrays.clear()
 
     # ------------------------------------------------------------------ writing
-    def _write(self, model: keras.Model, early_stopping: Sequence[keras.callbacks.EarlyStopping]) -> None:
+    def _write(self, model: keras.Model, early_stopping: Sequence[keras.callbacks.EarlyStopping],
+               plateaus: Sequence[keras.callbacks.ReduceLROnPlateau]) -> None:
         arrays = {f"model/{i}": np.asarray(v) for i, v in enumerate(model.variables)}
         optimizer = model.optimizer.variables if model.optimizer is not None and model.optimizer.built else []
         arrays.update({f"optimizer/{i}": np.asarray(v) for i, v in enumerate(optimizer)})
@@ -177,7 +185,9 @@ class FitProgress:
                            "stopped_epoch": int(callback.stopped_epoch), "n_best_weights": len(best),
                            "best": None if callback.best is None else float(callback.best)})
         meta = {"format": FORMAT, "signature": self.signature, "position": self.position, "rows": self.rows,
-                "model": _paths(model.variables), "optimizer": _paths(optimizer), "early_stopping": states}
+                "model": _paths(model.variables), "optimizer": _paths(optimizer), "early_stopping": states,
+                "plateaus": [{"wait": int(c.wait), "cooldown_counter": int(c.cooldown_counter),
+                              "best": None if c.best is None else float(c.best)} for c in plateaus]}
         arrays["meta"] = np.array(json.dumps(meta))
         # Workers of a multi-worker strategy hold the same state; one file, written by the chief.
         if is_chief(model.distribute_strategy):
@@ -188,28 +198,31 @@ class FitProgress:
         """The callback that records (and checkpoints) ``phase``; put it after all the others,
         so it sees early stopping's decision and restored weights."""
         early_stopping = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]
-        return _Recorder(self, phase, initial_epoch, early_stopping)
+        plateaus = [c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+        return _Recorder(self, phase, initial_epoch, early_stopping, plateaus)
 
 
 class _Recorder(keras.callbacks.Callback):
     def __init__(self, progress: FitProgress, phase: int, initial_epoch: int,
-                 early_stopping: list[keras.callbacks.EarlyStopping]) -> None:
+                 early_stopping: list[keras.callbacks.EarlyStopping],
+                 plateaus: list[keras.callbacks.ReduceLROnPlateau]) -> None:
         super().__init__()
         self.progress = progress
         self.phase = phase
         self.epoch = initial_epoch
         self.early_stopping = early_stopping
+        self.plateaus = plateaus
 
     def on_train_begin(self, logs=None) -> None:
         if self.progress.status(self.phase) == "resumed":
             # After EarlyStopping.on_train_begin, which resets its state.
-            self.progress._restore_phase(self.model, self.early_stopping)
+            self.progress._restore_phase(self.model, self.early_stopping, self.plateaus)
 
     def _save(self, epoch: int, complete: bool) -> None:
         self.progress.position = {"phase": self.phase, "epoch": epoch, "complete": complete,
                                   "stopped": bool(self.model.stop_training)}
         if self.progress.path is not None:
-            self.progress._write(self.model, self.early_stopping)
+            self.progress._write(self.model, self.early_stopping, self.plateaus)
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.progress.order.assign(self.progress.key(self.phase, epoch))

@@ -101,6 +101,11 @@ DESCRIPTIONS = {
                                 "`pretrain_epochs`).",
     "training.learning_rate": "Adam's learning rate.",
     "training.validation_split": "Fraction of the cells held out for validation, in [0, 1).",
+    "training.reduce_lr": "Multiply the learning rate by ``factor`` when the monitored loss has not improved for "
+                          "``patience`` epochs (``keras.callbacks.ReduceLROnPlateau``'s options, on top of "
+                          "``factor: 0.5``, ``patience: 3``, ``min_lr: 1.0e-5`` and the early-stopping monitor); "
+                          "every phase of the fit starts again at ``learning_rate``. ``{}`` for those settings, "
+                          "``null`` (default) for a constant rate.",
     "training.early_stopping": "Options of ``keras.callbacks.EarlyStopping``, on top of ``patience: 10``, "
                                "``restore_best_weights: true`` and ``monitor: val_loss`` (``loss`` without "
                                "validation cells); ``null`` disables it.",
