@@ -156,14 +156,15 @@ def _check_semantics(config: dict[str, Any], base: Path) -> None:
         raise ConfigError("training.batch_size: must be at least 1.")
     if not 0 <= training["validation_split"] < 1:
         raise ConfigError("training.validation_split: must be in [0, 1).")
-    for key, value in (training["reduce_lr"] or {}).items():
+    plateau = training["reduce_lr"] or {}
+    for key, value in plateau.items():
         if key not in PLATEAU_KEYS:
             raise ConfigError(f"training.reduce_lr.{key}: unknown key; allowed: {sorted(PLATEAU_KEYS)}.")
         if not isinstance(value, PLATEAU_KEYS[key]) or isinstance(value, bool):
             # YAML reads 1e-5 (no dot) as a string, which would fail only when the rate first falls.
             raise ConfigError(f"training.reduce_lr.{key}: expected {_type_names(PLATEAU_KEYS[key])}, got "
                               f"{type(value).__name__} ({value!r}); YAML needs a dot for a float, e.g. 1.0e-5.")
-    if training["reduce_lr"] is not None and not 0 < training["reduce_lr"].get("factor", PLATEAU_DEFAULTS["factor"]) < 1:
+    if not 0 < plateau.get("factor", PLATEAU_DEFAULTS["factor"]) < 1:
         raise ConfigError("training.reduce_lr.factor: must be in (0, 1).")
     if config["output"]["embedding"] not in ("umap", "pca"):
         raise ConfigError("output.embedding: must be 'umap' or 'pca'.")

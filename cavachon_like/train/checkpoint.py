@@ -29,8 +29,6 @@ from .scaling import is_chief
 
 FILENAME = "checkpoint.npz"
 FORMAT = 1
-#: What a checkpoint keeps of each ``ReduceLROnPlateau`` (its rate is an optimizer variable).
-PLATEAU_STATE = ("wait", "cooldown_counter", "best")
 
 
 def _paths(variables: Sequence[Any]) -> list[list]:
@@ -167,8 +165,8 @@ class FitProgress:
                                          for j in range(state["n_best_weights"])]
         # The rate itself is an optimizer variable, restored above; the plateau's counters are not.
         for callback, state in zip(plateaus, self.meta.get("plateaus", [])):
-            for key in PLATEAU_STATE:
-                setattr(callback, key, state[key])
+            for key, value in state.items():
+                setattr(callback, key, value)
         self.arrays.clear()
 
     # ------------------------------------------------------------------ writing
